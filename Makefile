@@ -1,0 +1,20 @@
+# The two commands a newcomer needs: `make demo` (the main job, offline) and `make test`.
+SHELL := /bin/bash
+export NLTK_DATA ?= $(abspath ../shared/nltk_data)
+
+.PHONY: setup test demo lint bench
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	.venv/bin/python -m pytest -q
+
+demo: setup
+	.venv/bin/sftlab run configs/cpu-demo.yaml
+
+lint: setup
+	.venv/bin/ruff check src tests
+
+bench: setup
+	.venv/bin/sftlab bench --quick --json bench.json

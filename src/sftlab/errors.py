@@ -1,0 +1,34 @@
+"""User-facing errors.
+
+Anything the user can fix (bad data, bad config, a missing file) raises a subclass of
+:class:`SftlabError`. The CLI prints its message as one line on stderr and exits with
+status 2, without a traceback; everything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+EXIT_USER_ERROR = 2
+
+
+class SftlabError(Exception):
+    """An error caused by the user's input, reported as one clear line."""
+
+
+class ConfigError(SftlabError):
+    """A configuration problem: unknown key, wrong type, impossible arithmetic."""
+
+
+class DataError(SftlabError):
+    """Malformed input data, located by file, line (for JSONL) and field."""
+
+    def __init__(self, path: str, message: str, *, line: int | None = None, field: str | None = None):
+        self.path = str(path)
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = self.path
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {message}")

@@ -1,0 +1,137 @@
+"""Small helpers shared by every stage: atomic writes, stable hashing, environment facts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` so that a reader sees either the old file or the whole new one.
+
+    A temporary file in the same directory is written, flushed, fsynced and renamed over
+    the target: a process killed half-way never leaves a truncated JSON behind that a later
+    step would trust.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Binary twin of :func:`atomic_write_text`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int | None = 2) -> None:
+    """Serialise ``obj`` as JSON and write it atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Path):
+        return str(o)
+    if hasattr(o, "item"):  # numpy / torch scalars
+        return o.item()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def stable_hash(obj: Any, length: int = 16) -> str:
+    """A short hex digest of a JSON-serialisable object, independent of dict order."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_json_default).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()[:length]
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """Identity of a file for cache keys: resolved path, size and modification time."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def environment_info() -> dict[str, Any]:
+    """Device and library versions, for summaries and the report's environment section."""
+    import platform
+
+    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["device"] = torch.cuda.get_device_name(0)
+            info["gpu_count"] = torch.cuda.device_count()
+        else:
+            info["device"] = f"CPU ({cpu_model()}, {os.cpu_count()} cores)"
+            info["gpu_count"] = 0
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        pass
+    try:
+        import transformers
+
+        info["transformers"] = transformers.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, or the platform's processor string."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def setup_nltk_data() -> None:
+    """Point NLTK at a local punkt_tab when none is configured.
+
+    Looks for ``../shared/nltk_data`` next to the checkout (this project's offline asset)
+    only when ``NLTK_DATA`` is unset; never downloads.
+    """
+    if os.environ.get("NLTK_DATA"):
+        return
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        cand = parent.parent / "shared" / "nltk_data"
+        if cand.is_dir():
+            os.environ["NLTK_DATA"] = str(cand)
+            return

@@ -1,0 +1,111 @@
+"""Shared fixtures: the real SmolLM2 tokenizer from ../shared, a tiny random-init Llama on it,
+offline settings, and a helper to run the CLI in a subprocess.
+
+Shared assets are required, never skipped: a missing ../shared fails loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SFTLAB_SHARED", REPO_ROOT.parent / "shared")).resolve()
+TOKENIZER_DIR = SHARED / "tokenizers" / "SmolLM2-135M"
+IFEVAL_DIR = SHARED / "ifeval"
+NLTK_DIR = SHARED / "nltk_data"
+
+# Never touch the network from tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("NLTK_DATA", str(NLTK_DIR))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_DISABLED", "true")
+
+
+def _require(path: Path) -> Path:
+    if not path.exists():
+        raise RuntimeError(f"required shared asset missing: {path} (set SFTLAB_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    return _require(SHARED)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir() -> Path:
+    return _require(TOKENIZER_DIR)
+
+
+@pytest.fixture(scope="session")
+def ifeval_dir() -> Path:
+    return _require(IFEVAL_DIR)
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    """The real SmolLM2-135M tokenizer with the built-in chatml template (it ships none)."""
+    from sftlab.models import load_tokenizer
+
+    return load_tokenizer(str(tokenizer_dir), chat_template="chatml")
+
+
+def make_tiny_llama(tokenizer_dir: Path, out_dir: Path, *, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
+    """Save a tiny random-init Llama on the real SmolLM2 tokenizer (with chatml) to ``out_dir``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sftlab.models import load_tokenizer
+
+    tok = load_tokenizer(str(tokenizer_dir), chat_template="chatml")
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+    )
+    model = LlamaForCausalLM(cfg)
+    model.generation_config.eos_token_id = [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
+    return make_tiny_llama(tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m sftlab ARGS`` as a user would; returns the completed process (text mode)."""
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "sftlab", *args],
+        cwd=cwd or REPO_ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def cli():
+    return run_cli
