@@ -1,0 +1,65 @@
+"""``sftlab eval``: generate IFEval responses with a model and score them, or score a responses file."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Evaluate a model on IFEval (greedy generation + official strict/loose scoring), or score a responses file."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", metavar="MODEL",
+                     help="model to evaluate: hub id, checkpoint or `sftlab train` output dir, .gguf file, "
+                          "or smollm2-135m-instruct-gguf")
+    src.add_argument("--responses", metavar="FILE",
+                     help="score only: JSONL with 'prompt' and 'response' per line, matched to the inputs by prompt")
+    p.add_argument("--output-dir", required=True, metavar="DIR",
+                   help="where responses.jsonl, eval_results_{strict,loose}.jsonl and summary.json go "
+                        "(rerunning into the same DIR resumes generation)")
+    p.add_argument("--ifeval-data", default="google/IFEval", metavar="FILE_OR_HUB_ID",
+                   help="IFEval inputs: a local JSONL (key, prompt, instruction_id_list, kwargs) or a hub "
+                        "dataset id (default: google/IFEval; offline, pass the local file)")
+    sel = p.add_mutually_exclusive_group()
+    sel.add_argument("--limit", type=int, metavar="N", help="evaluate the first N prompts only")
+    sel.add_argument("--sample", type=int, metavar="N", help="evaluate N prompts drawn at random (see --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
+    p.add_argument("--max-new-tokens", type=int, default=1024, help="response length cap in tokens (default 1024)")
+    p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default 16)")
+    p.add_argument("--backend", choices=("hf", "vllm"), default="hf",
+                   help="hf (transformers, CPU or GPU) or vllm (needs vLLM and a CUDA GPU)")
+    p.add_argument("--engine", choices=("auto", "continuous", "static"), default="auto",
+                   help="hf batching: continuous (finished rows are refilled with waiting prompts), static "
+                        "(transformers generate() batch by batch), or auto (continuous when the model allows)")
+    p.add_argument("--system-prompt", metavar="TEXT", default=None,
+                   help="system message before each prompt (default: none, or the template's own default)")
+    p.add_argument("--chat-template", metavar="NAME|FILE", default=None,
+                   help="chat template: 'chatml', a .jinja file, or the tokenizer's own (default)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sftlab.errors import SftlabError
+    from sftlab.ifeval import evaluate, format_table, score_file
+
+    if args.responses:
+        gen_only = [f"--{n.replace('_', '-')}" for n in ("limit", "sample", "system_prompt", "chat_template")
+                    if getattr(args, n) is not None]
+        if gen_only:
+            raise SftlabError(f"{', '.join(gen_only)} only apply when generating (--model), not with --responses")
+        summary = score_file(args.responses, args.output_dir, ifeval_data=args.ifeval_data)
+    else:
+        from sftlab.generate import GenerationConfig
+
+        gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+                               system_prompt=args.system_prompt, backend=args.backend, engine=args.engine)
+        summary = evaluate(args.model, args.output_dir, ifeval_data=args.ifeval_data, limit=args.limit,
+                           sample=args.sample, seed=args.seed, gen=gen, chat_template=args.chat_template,
+                           progress=not args.no_progress)
+    print(format_table(summary))
+    stats = (summary.get("generation") or {}).get("stats")
+    if stats:
+        print(f"\ngenerated {stats['n_generated']} responses ({stats['n_reused']} reused from an earlier run): "
+              f"{stats['new_tokens']} tokens in {stats['seconds']:.1f} s = {stats['tokens_per_s']:.1f} tok/s")
+    print(f"results in {args.output_dir}/ (summary.json, eval_results_strict.jsonl, eval_results_loose.jsonl)")
+    return 0

@@ -1,0 +1,130 @@
+"""``sftlab inspect``: show one conversation token by token with the trained tokens highlighted."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+HELP = "Show one conversation token by token, trained tokens highlighted (colour on a terminal, [[...]] when piped)."
+
+GREEN = ("\x1b[32m", "\x1b[92m")  # trained tokens, alternating so token boundaries stay visible
+GREY = ("\x1b[90m", "\x1b[37m")  # masked tokens
+RESET = "\x1b[0m"
+OPEN, CLOSE = "[[", "]]"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sftlab.cli.preprocess import add_data_arguments
+
+    add_data_arguments(p)
+    p.add_argument("--index", type=int, default=0, metavar="N",
+                   help="which conversation, counting usable (normalised) conversations from 0 (default 0)")
+    p.add_argument("--tokens", action="store_true", help="also list every token: position, id, text, label")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                   help="colour output: auto (on a terminal, unless NO_COLOR is set), always or never")
+
+
+def token_pieces(tokenizer: Any, text: str, ids: list[int]) -> list[str]:
+    """The text each token stands for, so that ``"".join(pieces) == text``.
+
+    Uses character offsets (gaps, such as a leading space trimmed from an offset, go to the
+    following token); tokens that share a character (a split multi-byte character) after the
+    first get an empty piece. Without offsets, each token is decoded on its own.
+    """
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        if list(enc["input_ids"]) == list(ids):
+            pieces, prev = [], 0
+            for _, end in enc["offset_mapping"]:
+                end = max(end, prev)
+                pieces.append(text[prev:end])
+                prev = end
+            if pieces:
+                pieces[-1] += text[prev:]
+            return pieces
+    return [tokenizer.decode([i], skip_special_tokens=False, clean_up_tokenization_spaces=False) for i in ids]
+
+
+def render_marked(pieces: list[str], trained: list[bool], *, color: bool) -> str:
+    """Join token pieces, marking trained tokens with colour or ``[[...]]`` around each trained run."""
+    out: list[str] = []
+    if color:
+        for k, (piece, t) in enumerate(zip(pieces, trained, strict=True)):
+            shade = (GREEN if t else GREY)[k % 2]
+            # Colour each line separately so a terminal does not smear colour across newlines.
+            out.append("\n".join(f"{shade}{line}{RESET}" if line else "" for line in piece.split("\n")))
+        return "".join(out)
+    inside = False
+    for piece, t in zip(pieces, trained, strict=True):
+        if t and not inside:
+            out.append(OPEN)
+        elif not t and inside:
+            out.append(CLOSE)
+        inside = t
+        out.append(piece)
+    if inside:
+        out.append(CLOSE)
+    return "".join(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sftlab.data import conversation_shape, load_conversations
+    from sftlab.errors import SftlabError
+    from sftlab.masking import (
+        IGNORE_INDEX,
+        apply_strategy,
+        encode_conversation_with_info,
+        prefix_lengths_fast,
+    )
+    from sftlab.models import load_tokenizer
+
+    if args.index < 0:
+        raise SftlabError(f"--index must be 0 or more, got {args.index}")
+    loaded = load_conversations(
+        args.data, conversation_field=args.conversation_field, max_samples=args.index + 1,
+        max_rounds=args.max_rounds, strict=args.strict,
+    )
+    if args.index >= len(loaded.conversations):
+        raise SftlabError(f"--index {args.index} is out of range: '{args.data}' has {len(loaded.conversations)} "
+                          f"usable conversations")
+    messages = loaded.conversations[args.index]
+    tok = load_tokenizer(args.tokenizer, chat_template=args.chat_template)
+    feats, info = encode_conversation_with_info(
+        messages, tok, strategy=args.masking, max_length=args.max_length, truncation=args.truncation
+    )
+    rendered, trained_roles = apply_strategy(messages, args.masking)
+    full_ids, lengths, _ = prefix_lengths_fast(tok, rendered)
+    text = tok.apply_chat_template(rendered, tokenize=False)
+    pieces = token_pieces(tok, text, full_ids)
+    # Apply the same truncation window to the pieces.
+    n = len(feats["input_ids"])
+    pieces = pieces[:n] if args.truncation == "right" else pieces[len(pieces) - n:]
+    trained = [lab != IGNORE_INDEX for lab in feats["labels"]]
+
+    color = args.color == "always" or (
+        args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    )
+    shape = conversation_shape(messages).replace("_", "-")
+    print(f"conversation {args.index} of {args.data}: id {loaded.ids[args.index]}, {shape}, "
+          f"{len(messages)} messages, masking={args.masking}, "
+          f"{'trained tokens in green' if color else 'trained tokens inside ' + OPEN + ' ' + CLOSE}")
+    print(render_marked(pieces, trained, color=color))
+    if not text.endswith("\n"):
+        print()
+    n_trained = sum(trained)
+    trunc = (f", truncated from {info.full_length} ({args.truncation} side)" if info.truncated else "")
+    print(f"tokens: {n}{trunc}; trained: {n_trained} ({100 * n_trained / max(n, 1):.1f}%); masked: {n - n_trained}")
+    print("messages (token spans before truncation):")
+    start = 0
+    for i, (m, end) in enumerate(zip(rendered, lengths, strict=True)):
+        s, e = min(start, len(full_ids)), min(end, len(full_ids))
+        mark = "trained" if m["role"] in trained_roles else "masked"
+        print(f"  {i:>3} {m['role']:<9} [{s}, {e}) {max(0, e - s):>6} tokens  {mark}")
+        start = end
+    if args.tokens:
+        print("pos      id  label  text")
+        for k, (tid, lab, piece) in enumerate(zip(feats["input_ids"], feats["labels"], pieces, strict=True)):
+            print(f"{k:>5} {tid:>6} {lab:>6}  {piece!r}")
+    return 0

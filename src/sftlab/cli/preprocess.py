@@ -1,0 +1,79 @@
+"""``sftlab preprocess``: load, normalise and mask a dataset into a cached Arrow dataset, with stats."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "Normalise and loss-mask conversations into a cached Arrow dataset; print and write statistics."
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``preprocess`` and ``inspect``: the source and how it is read and masked."""
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="JSON/JSONL file, a directory of them, 'sharegpt' (bundled ShareGPT V3) or a hub dataset id")
+    p.add_argument("--tokenizer", required=True, metavar="PATH_OR_ID",
+                   help="tokenizer: local directory, hub id, .gguf file or smollm2-135m-instruct-gguf")
+    p.add_argument("--chat-template", default=None, metavar="NAME|FILE",
+                   help="'chatml', a Jinja file, or the tokenizer's own (default; chatml when it has none)")
+    p.add_argument("--conversation-field", default="conversations", metavar="FIELD",
+                   help="record field holding the turns (default: conversations; falls back to messages)")
+    p.add_argument("--masking", choices=("assistant", "reverse"), default="assistant",
+                   help="train on assistant turns (default) or on user turns (reverse)")
+    p.add_argument("--max-length", type=_positive_int, default=2048, metavar="N",
+                   help="truncate sequences to N tokens after masking (default 2048)")
+    p.add_argument("--truncation", choices=("right", "left"), default="right",
+                   help="keep the first (right, default) or the last (left) max-length tokens")
+    p.add_argument("--max-rounds", type=_positive_int, default=None, metavar="N",
+                   help="keep the first N user->assistant rounds of each conversation")
+    p.add_argument("--strict", action="store_true", help="make any skipped record or unknown role an error")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_arguments(p)
+    p.add_argument("--max-samples", type=_positive_int, default=None, metavar="N",
+                   help="keep N conversations: the first N, or a random N with --sample-seed")
+    p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
+                   help="draw --max-samples at random with this seed instead of taking the first N")
+    p.add_argument("--num-proc", type=_positive_int, default=2, metavar="N", help="worker processes (default 2)")
+    p.add_argument("--output-dir", required=True, metavar="DIR",
+                   help="where the feature cache (DIR/cache/<key>/) and stats.json go")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sftlab.data import format_skips
+    from sftlab.preprocess import PreprocessConfig, format_stats, preprocess
+
+    cfg = PreprocessConfig(
+        data=args.data,
+        tokenizer=args.tokenizer,
+        chat_template=args.chat_template,
+        conversation_field=args.conversation_field,
+        masking=args.masking,
+        max_length=args.max_length,
+        truncation=args.truncation,
+        max_rounds=args.max_rounds,
+        max_samples=args.max_samples,
+        sample_seed=args.sample_seed,
+        strict=args.strict,
+        num_proc=args.num_proc,
+    )
+    res = preprocess(cfg, args.output_dir, progress=not args.no_progress)
+    s = res.stats
+    print(f"sftlab preprocess: read {s['records_read']}, kept {s['kept']}, {format_skips(s['skipped'])}",
+          file=sys.stderr)
+    print(format_stats(s))
+    print(f"cache: {'hit' if res.cache_hit else 'built'} {res.cache_dir}")
+    print(f"stats: {res.cache_dir.parent.parent / 'stats.json'}")
+    return 0

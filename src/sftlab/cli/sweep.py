@@ -1,0 +1,35 @@
+"""``sftlab sweep SWEEP.yaml [--key value ...]``: train and evaluate a grid (or list) of configs."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Train and evaluate every configuration of a sweep file; rerun to resume; writes results.csv/.md (and a report)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("sweep", metavar="SWEEP.yaml",
+                   help="sweep file: base (config file or mapping), grid and/or runs, eval, output_dir")
+    p.add_argument("overrides", nargs=argparse.REMAINDER, metavar="--key value",
+                   help="override sweep keys (--output_dir DIR, --eval.limit 20, --report false) or, for any other "
+                        "key, the base training config of every run (--max_steps 10)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from sftlab.sweep import load_sweep_config, parse_cli_overrides, results_markdown, run_sweep
+
+    cfg = load_sweep_config(args.sweep, parse_cli_overrides(args.overrides or []))
+    res = run_sweep(cfg)
+    import json
+
+    varied = json.loads((cfg.output_dir / "sweep.json").read_text(encoding="utf-8")).get("varied", [])
+    print(results_markdown(res["rows"], varied))
+    print(f"results: {res['results_csv']}  {res['results_md']}")
+    if res.get("report"):
+        print(f"report: {res['report']}")
+    if res["failed"]:
+        for name, err in res["failed"].items():
+            print(f"sftlab sweep: run '{name}' failed: {err}")
+        print("sftlab sweep: run the same command again to resume the failed runs")
+        return 1
+    return 0

@@ -1,0 +1,514 @@
+"""The cached preprocessing pipeline: load -> normalise -> mask -> Arrow cache, with statistics.
+
+Features are cached under ``OUTPUT_DIR/cache/<key>/`` where ``key`` is a stable hash of
+everything that can change them: the data (file paths, sizes and mtimes, or the source name),
+the loading options, the tokenizer's full definition, the chat template text, the masking
+strategy, lengths, the versions of sftlab, ``tokenizers`` and the cache format. A second run with
+the same inputs loads the Arrow files instead of recomputing; any change gives a new key.
+
+A cache directory is trusted only through its ``manifest.json``: it is written last, after the
+Arrow files and ``stats.json``, and lists every file with its size and SHA-256. Builds happen in
+a private temporary directory that is renamed into place, so a crash, a concurrent run or a
+hand-edited file never yields a half-written cache; a directory whose manifest is missing,
+unreadable, from another sftlab version or disagrees with the files is rebuilt.
+
+Formats on disk are Arrow (``datasets.save_to_disk``) and JSON; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing as mp
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sftlab import __version__
+from sftlab.errors import ConfigError, DataError, SftlabError
+from sftlab.utils import atomic_write_json, stable_hash
+
+logger = logging.getLogger(__name__)
+
+CACHE_FORMAT = 1
+MANIFEST = "manifest.json"
+STATS = "stats.json"
+DATA_DIR = "data"
+SKIP_NO_TRAINED = "no trained tokens after truncation"
+_PARALLEL_MIN = 64  # below this many conversations, worker start-up costs more than it saves
+_CHUNK = 32
+
+
+@dataclass
+class PreprocessConfig:
+    """Everything that decides the features (``num_proc`` only decides the speed)."""
+
+    data: str
+    tokenizer: str
+    chat_template: str | None = None
+    conversation_field: str = "conversations"
+    masking: str = "assistant"
+    max_length: int = 2048
+    truncation: str = "right"
+    max_rounds: int | None = None
+    max_samples: int | None = None
+    sample_seed: int | None = None
+    strict: bool = False
+    num_proc: int = 2
+
+    def validate(self) -> None:
+        from sftlab.masking import STRATEGIES, TRUNCATIONS
+
+        if self.masking not in STRATEGIES:
+            raise ConfigError(f"masking must be one of {', '.join(STRATEGIES)}, got '{self.masking}'")
+        if self.truncation not in TRUNCATIONS:
+            raise ConfigError(f"truncation must be right or left, got '{self.truncation}'")
+        if not isinstance(self.max_length, int) or self.max_length < 1:
+            raise ConfigError(f"max_length must be a positive integer, got {self.max_length!r}")
+        for name in ("max_rounds", "max_samples"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.num_proc, int) or self.num_proc < 1:
+            raise ConfigError(f"num_proc must be a positive integer, got {self.num_proc!r}")
+
+
+@dataclass
+class PreprocessResult:
+    dataset: Any  # datasets.Dataset: input_ids, labels, attention_mask (unpadded), id
+    stats: dict
+    cache_dir: Path
+    cache_hit: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Cache key and manifest
+# --------------------------------------------------------------------------------------------
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
+    """A digest of the tokenizer's full definition and chat template.
+
+    Fast tokenizers serialise their whole pipeline (vocabulary, merges, added tokens,
+    normaliser, pre-tokeniser) with ``backend_tokenizer.to_str()``, which covers hub ids, local
+    directories and GGUF files alike; slow ones fall back to their vocabulary.
+    """
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode("utf-8"))
+    else:
+        vocab = tokenizer.get_vocab()
+        h.update(stable_hash(sorted(vocab.items()), length=64).encode())
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return {
+        "class": type(tokenizer).__name__,
+        "definition_sha256": h.hexdigest(),
+        "special_tokens": {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())},
+        "pad_token_id": getattr(tokenizer, "pad_token_id", None),
+        "eos_token_id": getattr(tokenizer, "eos_token_id", None),
+        "chat_template_sha256": hashlib.sha256(template.encode("utf-8")).hexdigest(),
+    }
+
+
+def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: dict | None = None) -> dict[str, Any]:
+    """The JSON object whose hash names the cache; stored in the manifest for debugging."""
+    import tokenizers
+
+    from sftlab.data import source_fingerprint
+
+    return {
+        "cache_format": CACHE_FORMAT,
+        "sftlab_version": __version__,
+        "tokenizers_version": tokenizers.__version__,
+        "data": data_fingerprint if data_fingerprint is not None else source_fingerprint(cfg.data),
+        "conversation_field": cfg.conversation_field,
+        "max_rounds": cfg.max_rounds,
+        "max_samples": cfg.max_samples,
+        "sample_seed": cfg.sample_seed if cfg.max_samples is not None else None,  # unused without max_samples
+        "strict": cfg.strict,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "masking": cfg.masking,
+        "max_length": cfg.max_length,
+        "truncation": cfg.truncation,
+    }
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_table(root: Path) -> dict[str, dict[str, Any]]:
+    """Every file under ``root`` except the manifest, with size and SHA-256."""
+    table = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            table[p.relative_to(root).as_posix()] = {"size": p.stat().st_size, "sha256": _sha256_file(p)}
+    return table
+
+
+def check_cache(cache_dir: Path, key: str) -> str | None:
+    """``None`` when ``cache_dir`` holds a complete, matching cache; else why not."""
+    import json
+
+    mpath = cache_dir / MANIFEST
+    if not mpath.is_file():
+        return "no manifest (interrupted or foreign build)"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"unreadable manifest ({e.__class__.__name__})"
+    if not isinstance(manifest, dict):
+        return "malformed manifest"
+    if manifest.get("sftlab_version") != __version__:
+        return f"built by sftlab {manifest.get('sftlab_version')}, this is {__version__}"
+    if manifest.get("cache_format") != CACHE_FORMAT or manifest.get("key") != key:
+        return "manifest does not match this configuration"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return "manifest lists no files"
+    try:
+        actual = _file_table(cache_dir)
+    except OSError as e:
+        return f"cannot read cache files ({e})"
+    if actual != files:
+        changed = sorted(set(actual) ^ set(files) | {k for k in files if k in actual and actual[k] != files[k]})
+        return f"files differ from the manifest: {', '.join(changed[:3])}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding (in worker processes)
+# --------------------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer: Any, options: dict[str, Any]) -> None:
+    # Sequences longer than the model's maximum are expected here (truncation comes after
+    # masking); silence transformers' one-off "longer than the specified maximum" warning.
+    flags = getattr(tokenizer, "deprecation_warnings", None)
+    if isinstance(flags, dict):
+        flags["sequence-length-is-longer-than-the-specified-maximum"] = True
+    _WORKER["tokenizer"] = tokenizer
+    _WORKER["options"] = options
+
+
+def _encode_chunk(chunk: list[list[dict[str, str]]]) -> list[tuple[dict[str, list[int]], dict[str, Any]]]:
+    from sftlab.masking import encode_conversation_with_info
+
+    tok, opts = _WORKER["tokenizer"], _WORKER["options"]
+    out = []
+    for messages in chunk:
+        feats, info = encode_conversation_with_info(messages, tok, **opts)
+        out.append((feats, asdict(info)))
+    return out
+
+
+def _encode_all(
+    conversations: list[list[dict[str, str]]], tokenizer: Any, options: dict[str, Any], num_proc: int, progress: bool
+):
+    """Yield ``(features, info)`` per conversation, in order, using ``num_proc`` worker processes."""
+    from tqdm.auto import tqdm
+
+    chunks = [conversations[i : i + _CHUNK] for i in range(0, len(conversations), _CHUNK)]
+    bar = tqdm(total=len(conversations), desc="masking", unit="conv", disable=not progress, file=sys.stderr)
+    try:
+        if num_proc <= 1 or len(conversations) < _PARALLEL_MIN:
+            _init_worker(tokenizer, options)
+            for chunk in chunks:
+                res = _encode_chunk(chunk)
+                bar.update(len(res))
+                yield from res
+            return
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        ctx = mp.get_context(method)
+        with ctx.Pool(min(num_proc, len(chunks)), initializer=_init_worker, initargs=(tokenizer, options)) as pool:
+            for res in pool.imap(_encode_chunk, chunks):
+                bar.update(len(res))
+                yield from res
+    finally:
+        bar.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+def _percentiles(values: list[int]) -> dict[str, float]:
+    import numpy as np
+
+    if not values:
+        return {"p50": 0, "p90": 0, "p99": 0, "max": 0, "mean": 0.0}
+    a = np.asarray(values)
+    return {
+        "p50": round(float(np.percentile(a, 50)), 1),
+        "p90": round(float(np.percentile(a, 90)), 1),
+        "p99": round(float(np.percentile(a, 99)), 1),
+        "max": int(a.max()),
+        "mean": round(float(a.mean()), 1),
+    }
+
+
+def format_stats(stats: dict) -> str:
+    """A short human-readable block for the terminal."""
+    from sftlab.data import format_skips
+
+    lines = [
+        f"source: {stats['source']}",
+        f"records read: {stats['records_read']}  kept: {stats['kept']}  ({format_skips(stats['skipped'])})",
+    ]
+    if stats.get("dropped_turns"):
+        lines.append("dropped turns: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["dropped_turns"].items())))
+    lines += [
+        f"shapes: single-turn {stats['single_turn']}, multi-turn {stats['multi_turn']}",
+        f"tokens: {stats['total_tokens']:,} total, {stats['trained_tokens']:,} trained "
+        f"({100 * stats['trained_share']:.1f}%), masking={stats['masking']}",
+        "length (before truncation): p50 {p50:g}  p90 {p90:g}  p99 {p99:g}  max {max}".format(**stats["length"]),
+        f"truncated ({stats['truncation']} side, max_length {stats['max_length']}): {stats['truncated']}",
+    ]
+    for note in stats.get("notes", []):
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Pipeline
+# --------------------------------------------------------------------------------------------
+
+
+def _features():
+    from datasets import Features, List, Value
+
+    return Features(
+        {
+            "id": Value("string"),
+            "input_ids": List(Value("int32")),
+            "labels": List(Value("int32")),
+            "attention_mask": List(Value("int8")),
+        }
+    )
+
+
+def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: bool) -> dict:
+    """Compute features and stats into ``build_dir`` (data/ + stats.json); returns stats."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetInfo
+    from datasets.table import InMemoryTable
+
+    from sftlab.data import load_conversations
+
+    t0 = time.perf_counter()
+    loaded = load_conversations(
+        cfg.data,
+        conversation_field=cfg.conversation_field,
+        max_samples=cfg.max_samples,
+        sample_seed=cfg.sample_seed,
+        max_rounds=cfg.max_rounds,
+        strict=cfg.strict,
+    )
+    if not loaded.conversations:
+        from sftlab.data import format_skips
+
+        raise DataError(cfg.data, f"no usable conversations ({format_skips(loaded.stats['skipped'])})")
+    options = {"strategy": cfg.masking, "max_length": cfg.max_length, "truncation": cfg.truncation, "method": "fast"}
+    skipped = Counter(loaded.stats["skipped"])
+    shapes: Counter = Counter()
+    full_lengths: list[int] = []
+    kept_lengths: list[int] = []
+    total_tokens = trained_tokens = truncated = fallbacks = 0
+    cols: dict[str, list] = {"id": [], "input_ids": [], "labels": [], "attention_mask": []}
+    tables = []
+    t_enc = time.perf_counter()
+    for cid, (feats, info) in zip(
+        loaded.ids, _encode_all(loaded.conversations, tokenizer, options, cfg.num_proc, progress), strict=True
+    ):
+        n_trained = sum(1 for x in feats["labels"] if x != -100)
+        fallbacks += info["fallback_boundaries"]
+        if n_trained == 0:
+            if cfg.strict:
+                raise DataError(
+                    cfg.data,
+                    f"conversation {cid}: {SKIP_NO_TRAINED} ({cfg.truncation} truncation to {cfg.max_length} tokens); "
+                    f"--strict turns skipped records into errors",
+                )
+            skipped[SKIP_NO_TRAINED] += 1
+            continue
+        shapes[info["shape"]] += 1
+        full_lengths.append(info["full_length"])
+        kept_lengths.append(len(feats["input_ids"]))
+        truncated += int(info["truncated"])
+        total_tokens += len(feats["input_ids"])
+        trained_tokens += n_trained
+        cols["id"].append(cid)
+        for k in ("input_ids", "labels", "attention_mask"):
+            cols[k].append(feats[k])
+        if len(cols["id"]) >= 1024:  # keep memory flat: move finished rows into Arrow
+            tables.append(pa.Table.from_pydict(cols, schema=_features().arrow_schema))
+            cols = {k: [] for k in cols}
+    enc_s = time.perf_counter() - t_enc
+    if cols["id"] or not tables:
+        tables.append(pa.Table.from_pydict(cols, schema=_features().arrow_schema))
+    n_kept = sum(t.num_rows for t in tables)
+    if n_kept == 0:
+        from sftlab.data import format_skips
+
+        raise DataError(cfg.data, f"no usable conversations ({format_skips(dict(skipped))})")
+    ds = Dataset(InMemoryTable(pa.concat_tables(tables)), info=DatasetInfo(features=_features()))
+    _save_quietly(ds, build_dir / DATA_DIR, progress)
+    stats = {
+        "source": loaded.stats["source"],
+        "records_read": loaded.stats["records_read"],
+        "kept": n_kept,
+        "skipped": dict(skipped),
+        "dropped_turns": loaded.stats["dropped_turns"],
+        "notes": list(loaded.stats["notes"]),
+        "single_turn": shapes.get("single_turn", 0),
+        "multi_turn": shapes.get("multi_turn", 0),
+        "total_tokens": total_tokens,
+        "trained_tokens": trained_tokens,
+        "trained_share": round(trained_tokens / total_tokens, 6) if total_tokens else 0.0,
+        "length": _percentiles(full_lengths),
+        "length_after_truncation": _percentiles(kept_lengths),
+        "truncated": truncated,
+        "fast_path_fallback_boundaries": fallbacks,
+        "masking": cfg.masking,
+        "max_length": cfg.max_length,
+        "truncation": cfg.truncation,
+        "tokenizer": cfg.tokenizer,
+        "chat_template": cfg.chat_template,
+        "num_proc": cfg.num_proc,
+        "encode_seconds": round(enc_s, 3),
+        "conversations_per_second": round(len(loaded.conversations) / enc_s, 1) if enc_s > 0 else None,
+        "build_seconds": round(time.perf_counter() - t0, 3),
+    }
+    if fallbacks:
+        stats["notes"].append(
+            f"masking fast path fell back to the reference for {fallbacks} message boundaries (same output, slower)"
+        )
+    atomic_write_json(build_dir / STATS, stats)
+    return stats
+
+
+def _save_quietly(ds: Any, path: Path, progress: bool) -> None:
+    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
+    was_enabled = is_progress_bar_enabled()
+    if not progress and was_enabled:
+        disable_progress_bars()
+    try:
+        ds.save_to_disk(str(path))
+    finally:
+        if not progress and was_enabled:
+            enable_progress_bars()
+
+
+def _resolve_tokenizer(cfg: PreprocessConfig, tokenizer: Any) -> Any:
+    from sftlab.models import load_tokenizer, resolve_chat_template
+
+    if tokenizer is None:
+        return load_tokenizer(cfg.tokenizer, chat_template=cfg.chat_template)
+    if cfg.chat_template is not None or not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = resolve_chat_template(tokenizer, cfg.chat_template)
+    return tokenizer
+
+
+def _load_cached(cache_dir: Path):
+    import json
+
+    from datasets import load_from_disk
+
+    ds = load_from_disk(str(cache_dir / DATA_DIR))
+    stats = json.loads((cache_dir / STATS).read_text(encoding="utf-8"))
+    return ds, stats
+
+
+def preprocess(
+    cfg: PreprocessConfig, output_dir: str | Path, *, tokenizer: Any = None, progress: bool = True
+) -> PreprocessResult:
+    """Preprocess ``cfg.data`` into masked features, reusing ``output_dir``'s cache when it matches.
+
+    A ``tokenizer`` passed in is used as is, except that ``cfg.chat_template`` (when set, or when
+    the tokenizer has no template) is installed on it. Writes ``output_dir/stats.json``.
+    """
+    cfg.validate()
+    from sftlab.data import source_fingerprint
+
+    output_dir = Path(output_dir)
+    data_fp = source_fingerprint(cfg.data)  # first: a missing path fails before the tokenizer loads
+    tok = _resolve_tokenizer(cfg, tokenizer)
+    key_inputs = cache_key_inputs(cfg, tok, data_fp)
+    key = stable_hash(key_inputs, length=20)
+    cache_root = output_dir / "cache"
+    cache_dir = cache_root / key
+
+    stats: dict | None = None
+    ds = None
+    hit = False
+    if cache_dir.exists():
+        why = check_cache(cache_dir, key)
+        if why is None:
+            try:
+                ds, stats = _load_cached(cache_dir)
+                hit = True
+            except Exception as e:  # corrupt Arrow or stats despite a manifest: rebuild
+                why = f"cannot load ({e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        if why is not None:
+            logger.warning("preprocess cache %s is invalid: %s; rebuilding", cache_dir, why)
+            print(f"sftlab preprocess: cache {cache_dir.name} is invalid ({why}); rebuilding", file=sys.stderr)
+    if not hit:
+        cache_root.mkdir(parents=True, exist_ok=True)
+        build_dir = cache_root / f".build-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            build_dir.mkdir()
+            _build(cfg, tok, build_dir, progress)
+            manifest = {
+                "key": key,
+                "cache_format": CACHE_FORMAT,
+                "sftlab_version": __version__,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "inputs": key_inputs,
+                "config": asdict(cfg),
+                "files": _file_table(build_dir),
+            }
+            atomic_write_json(build_dir / MANIFEST, manifest)  # last: marks the cache complete
+            _install(build_dir, cache_dir, key)
+        finally:
+            if build_dir.exists():
+                shutil.rmtree(build_dir, ignore_errors=True)
+        ds, stats = _load_cached(cache_dir)
+    assert stats is not None and ds is not None
+    stats = dict(stats)
+    stats["cache_hit"] = hit
+    stats["cache_dir"] = str(cache_dir)
+    stats["cache_key"] = key
+    atomic_write_json(output_dir / STATS, stats)
+    return PreprocessResult(dataset=ds, stats=stats, cache_dir=cache_dir, cache_hit=hit)
+
+
+def _install(build_dir: Path, cache_dir: Path, key: str) -> None:
+    """Move a finished build into place; a valid cache another process installed meanwhile wins."""
+    try:
+        os.rename(build_dir, cache_dir)
+        return
+    except OSError:
+        pass
+    if check_cache(cache_dir, key) is None:
+        return  # someone else finished the same build first; ours is discarded
+    shutil.rmtree(cache_dir, ignore_errors=True)
+    try:
+        os.rename(build_dir, cache_dir)
+    except OSError as e:
+        raise SftlabError(f"cannot install preprocess cache at {cache_dir}: {e}") from e

@@ -1,0 +1,166 @@
+"""``sftlab run``: the whole experiment from one training config, resumable stage by stage.
+
+Stages, all under the config's ``output_dir``::
+
+    OUTPUT_DIR/
+      run_config.yaml       the resolved config this experiment was started with (guards reruns)
+      train_config.yaml     the training part (no ``eval:`` block, ``output_dir: OUTPUT_DIR/train``)
+      baseline_eval/        1. ``sftlab eval`` of the config's ``model`` (the base model)
+      train/                2. ``sftlab train`` output (model, tokenizer, metrics, summary, checkpoints)
+      finetuned_eval/       3. ``sftlab eval`` of train/
+      report/               4. ``sftlab report``: report.md, report.html, PNGs, report.json
+
+A finished stage is recognised by the file its writer produces last (``summary.json`` for an
+eval, ``train_summary.json`` for training, ``report.html`` newer than its inputs) and skipped with
+a message; a half-done stage resumes (training from its last checkpoint, evaluation from
+``responses.jsonl``). Changing the config under an existing ``output_dir`` is refused, so one
+directory never mixes two experiments.
+
+The ``eval:`` block carries ``ifeval_data``, ``limit`` or ``sample`` (+ ``seed``),
+``max_new_tokens``, ``batch_size``, and optionally ``system_prompt`` and ``backend``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sftlab.errors import ConfigError
+from sftlab.sweep import (
+    FIGURE_LABELS,
+    FIGURES,
+    EvalSettings,
+    fix_floats,
+    log,
+    read_json,
+    read_yaml_mapping,
+    run_eval,
+    run_training,
+    set_dotted,
+    validate_train_config,
+    write_train_config,
+)
+from sftlab.utils import atomic_write_text
+
+
+@dataclass
+class RunConfig:
+    train: dict[str, Any]  # the training config, without ``eval`` and ``output_dir``
+    eval: EvalSettings
+    output_dir: Path
+    source: str = ""
+
+    @property
+    def baseline_dir(self) -> Path:
+        return self.output_dir / "baseline_eval"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.output_dir / "train"
+
+    @property
+    def finetuned_dir(self) -> Path:
+        return self.output_dir / "finetuned_eval"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.output_dir / "report"
+
+    def train_config(self) -> dict[str, Any]:
+        cfg = copy.deepcopy(self.train)
+        cfg["output_dir"] = str(self.train_dir)
+        return cfg
+
+    def resolved(self) -> dict[str, Any]:
+        return {**copy.deepcopy(self.train), "output_dir": str(self.output_dir), "eval": self.eval.to_dict()}
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a training config with an ``eval:`` block; ``overrides`` use dotted keys (``eval.limit``)."""
+    raw = fix_floats(read_yaml_mapping(path, "config"))
+    for k, v in (overrides or {}).items():
+        set_dotted(raw, k, v)
+    ev = raw.pop("eval", None)
+    if ev is not None and not isinstance(ev, dict):
+        raise ConfigError(f"{path}: 'eval' must be a block of eval settings (ifeval_data, limit, max_new_tokens, ...)")
+    settings = EvalSettings.from_dict(ev, "eval")
+    out = raw.pop("output_dir", None) or str(Path("runs") / Path(path).stem)
+    if not raw.get("model"):
+        raise ConfigError(f"{path}: 'model' is required (the base model to evaluate and fine-tune)")
+    return RunConfig(train=raw, eval=settings, output_dir=Path(out), source=str(path))
+
+
+def _guard_config(cfg: RunConfig) -> None:
+    """Record the resolved config; refuse to continue an experiment started with a different one."""
+    path = cfg.output_dir / "run_config.yaml"
+    new = cfg.resolved()
+    text = yaml.safe_dump(new, sort_keys=False, allow_unicode=True)
+    if path.is_file():
+        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        new_plain = yaml.safe_load(text)
+        if old != new_plain:
+            keys = sorted(k for k in set(old) | set(new_plain) if old.get(k) != new_plain.get(k))
+            if keys == ["eval"]:
+                keys = [f"eval.{k}" for k in sorted(set(old["eval"]) | set(new_plain["eval"]))
+                        if old["eval"].get(k) != new_plain["eval"].get(k)]
+            raise ConfigError(f"{cfg.output_dir} holds an experiment started with a different config (differs in: "
+                              f"{', '.join(keys)}); use another output_dir or delete {cfg.output_dir}")
+        return
+    atomic_write_text(path, text)
+
+
+def _report_is_fresh(cfg: RunConfig) -> bool:
+    html = cfg.report_dir / "report.html"
+    if not html.is_file() or not (cfg.report_dir / "report.md").is_file():
+        return False
+    inputs = [cfg.baseline_dir / "summary.json", cfg.finetuned_dir / "summary.json",
+              cfg.train_dir / "train_summary.json"]
+    return all(p.is_file() and p.stat().st_mtime <= html.stat().st_mtime for p in inputs)
+
+
+def run_experiment(cfg: RunConfig, *, launcher: str | None = None, report: bool = True) -> dict[str, Any]:
+    """Baseline eval -> train -> fine-tuned eval -> report, skipping the stages already finished."""
+    t0 = time.time()
+    cfg.output_dir.mkdir(parents=True, exist_ok=True)
+    _guard_config(cfg)
+    train_cfg_path = cfg.output_dir / "train_config.yaml"
+    write_train_config(train_cfg_path, cfg.train_config(), what="experiment")
+    validate_train_config(train_cfg_path)
+
+    base_summary = run_eval(str(cfg.train["model"]), cfg.baseline_dir, cfg.eval,
+                            chat_template=cfg.train.get("chat_template"), label="[1/4] baseline")
+    run_training(train_cfg_path, cfg.train_dir, launcher=launcher, label="[2/4] training")
+    ft_summary = run_eval(str(cfg.train_dir), cfg.finetuned_dir, cfg.eval, label="[3/4] fine-tuned")
+    report_paths: dict[str, Any] = {}
+    if report:
+        if _report_is_fresh(cfg):
+            log(f"sftlab: [4/4] report is up to date, skipping ({cfg.report_dir / 'report.html'})")
+            report_paths = {"markdown": cfg.report_dir / "report.md", "html": cfg.report_dir / "report.html"}
+        else:
+            from sftlab.report import write_report
+
+            log("sftlab: [4/4] writing the report")
+            report_paths = write_report(baseline=cfg.baseline_dir, runs=[cfg.output_dir], output_dir=cfg.report_dir)
+    train_summary = read_json(cfg.train_dir / "train_summary.json")
+    return {"baseline": base_summary, "finetuned": ft_summary, "train": train_summary, "report": report_paths,
+            "output_dir": cfg.output_dir, "seconds": time.time() - t0}
+
+
+def format_outcome(res: dict[str, Any]) -> str:
+    """The four figures before and after, for the terminal."""
+    b, f = res["baseline"], res["finetuned"]
+    lines = [f"{'IFEval (%)':<16}{'baseline':>10}{'fine-tuned':>12}{'delta':>9}"]
+    for k in FIGURES:
+        lines.append(f"{FIGURE_LABELS[k]:<16}{100 * b[k]:>10.1f}{100 * f[k]:>12.1f}{100 * (f[k] - b[k]):>+9.1f}")
+    n = (f.get("counts") or {}).get("prompts")
+    if n:
+        lines.append(f"({n} prompts)")
+    rep = res.get("report") or {}
+    if rep.get("html"):
+        lines.append(f"report: {rep['html']}  and  {rep['markdown']}")
+    return "\n".join(lines)

@@ -1,0 +1,95 @@
+"""`sftlab eval` end to end, as a user runs it: score-only, generate+score with resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sftlab.errors import SftlabError
+from sftlab.generate import GenerationConfig
+from sftlab.ifeval import evaluate
+
+RESULT_FIELDS = ["instruction_id_list", "prompt", "response", "follow_all_instructions", "follow_instruction_list"]
+
+
+def _jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def test_score_only_writes_official_formats(cli, ifeval_dir, tmp_path):
+    random_prompts = {r["prompt"] for r in _jsonl(ifeval_dir / "input_data_gpt4_era.jsonl") if r["key"] in (1122, 1129)}
+    subset = [r for r in _jsonl(ifeval_dir / "gpt4_responses.jsonl") if r["prompt"] not in random_prompts][:40]
+    resp = tmp_path / "resp.jsonl"
+    resp.write_text("".join(json.dumps(r) + "\n" for r in subset), encoding="utf-8")
+    out = tmp_path / "scored"
+    p = cli("eval", "--responses", str(resp), "--output-dir", str(out),
+            "--ifeval-data", str(ifeval_dir / "input_data_gpt4_era.jsonl"))
+    assert p.returncode == 0, p.stderr
+    assert "prompt-level accuracy" in p.stdout and "instruction-level accuracy" in p.stdout
+    assert "detectable_format" in p.stdout  # per-category breakdown
+    official = {r["prompt"]: r for r in _jsonl(ifeval_dir / "gpt4_official_verdicts_strict.jsonl")}
+    rows = _jsonl(out / "eval_results_strict.jsonl")
+    assert len(rows) == 40 and all(list(r) == RESULT_FIELDS for r in rows)
+    for r in rows:
+        assert r["follow_instruction_list"] == official[r["prompt"]]["follow_instruction_list"]
+    assert len(_jsonl(out / "eval_results_loose.jsonl")) == 40
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    want = sum(official[r["prompt"]]["follow_all_instructions"] for r in subset)
+    assert s["counts"]["prompts"] == 40 and s["counts"]["prompt_level_strict"] == want
+    assert s["prompt_level_strict_acc"] == want / 40
+    for k in ("inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"):
+        assert 0.0 <= s[k] <= 1.0
+    n_inst = sum(v["count"] for v in s["per_instruction"]["by_id"].values())
+    assert n_inst == s["counts"]["instructions"] == sum(v["count"] for v in s["per_instruction"]["by_category"].values())
+    assert all(":" not in c for c in s["per_instruction"]["by_category"])
+
+
+def test_score_only_errors_are_one_line(cli, ifeval_dir, tmp_path):
+    data = str(ifeval_dir / "input_data.jsonl")
+    resp = tmp_path / "resp.jsonl"
+    first = _jsonl(ifeval_dir / "gpt4_responses.jsonl")[0]
+    resp.write_text(json.dumps(first) + "\n" + json.dumps({"prompt": "Unknown prompt", "response": "r"}) + "\n",
+                    encoding="utf-8")
+    p = cli("eval", "--responses", str(resp), "--output-dir", str(tmp_path / "o"), "--ifeval-data", data)
+    assert p.returncode == 2
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "resp.jsonl:2" in err and "prompt not found" in err
+
+
+def test_generate_then_resume_and_settings_guard(cli, tiny_model_dir, ifeval_dir, tmp_path):
+    out = tmp_path / "ev"
+    args = ["eval", "--model", str(tiny_model_dir), "--output-dir", str(out), "--ifeval-data",
+            str(ifeval_dir / "input_data.jsonl"), "--sample", "3", "--seed", "1", "--max-new-tokens", "6",
+            "--batch-size", "2", "--no-progress"]
+    p = cli(*args)
+    assert p.returncode == 0, p.stderr
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert s["generation"]["stats"]["n_generated"] == 3 and s["counts"]["prompts"] == 3
+    assert s["data"]["selection"] == {"sample": 3, "seed": 1}
+    recs = _jsonl(out / "responses.jsonl")
+    assert [set(r) for r in recs] == [{"key", "prompt", "response"}] * 3
+    # drop one response and break the last line, as a killed run would leave it
+    text = "".join(json.dumps(r) + "\n" for r in recs[:2])[:-10]
+    (out / "responses.jsonl").write_text(text, encoding="utf-8")
+    # resume in-process (what `sftlab run`/`sweep` call; saves a second interpreter start)
+    data = str(ifeval_dir / "input_data.jsonl")
+    s = evaluate(str(tiny_model_dir), out, ifeval_data=data, sample=3, seed=1,
+                 gen=GenerationConfig(max_new_tokens=6, batch_size=2), progress=False)
+    assert s == json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert s["generation"]["stats"]["n_reused"] == 1 and s["generation"]["stats"]["n_generated"] == 2
+    assert sorted(r["prompt"] for r in _jsonl(out / "responses.jsonl")) == sorted(r["prompt"] for r in recs)
+    # other settings must not be mixed into the same responses.jsonl (checked in-process: cheaper)
+    with pytest.raises(SftlabError, match="max_new_tokens: 6 -> 7"):
+        evaluate(str(tiny_model_dir), out, ifeval_data=data, sample=3, seed=1,
+                 gen=GenerationConfig(max_new_tokens=7, batch_size=2), progress=False)
+
+
+def test_missing_field_in_ifeval_data_names_line_and_field(cli, tiny_model_dir, tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text(json.dumps({"key": 1, "prompt": "Hi", "kwargs": [{}]}) + "\n", encoding="utf-8")
+    p = cli("eval", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "o"), "--ifeval-data", str(data))
+    assert p.returncode == 2
+    assert "in.jsonl:1: field 'instruction_id_list': missing field" in p.stderr

@@ -1,0 +1,196 @@
+"""Generation: batched == one-by-one greedy, stop tokens, resume after an interrupted run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sftlab.errors import DataError, SftlabError
+from sftlab.generate import (
+    GenerationConfig,
+    decode_response,
+    end_of_turn_token,
+    generate_responses,
+    read_responses_file,
+    render_prompt,
+    stop_token_ids,
+)
+
+
+@pytest.fixture(scope="module")
+def prompts(ifeval_dir):
+    with open(ifeval_dir / "input_data.jsonl", encoding="utf-8") as f:
+        return [json.loads(line)["prompt"] for line in f][:7]
+
+
+@pytest.fixture(scope="module")
+def chatty_model(tokenizer):
+    """A tiny float32 Llama whose greedy outputs differ from prompt to prompt.
+
+    With the default init (std 0.02) a 2-layer random model emits the same token forever, which
+    would make the batching test pass trivially; std 0.1 gives context-dependent outputs.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                      tie_word_embeddings=True, initializer_range=0.1)
+    model = LlamaForCausalLM(cfg).float().eval()
+    model.generation_config.eos_token_id = None  # only the tokenizer/template decide where turns end
+    return model
+
+
+def _reference_ids(model, tokenizer, prompts, n):
+    """Greedy continuations straight from transformers' generate(), one prompt at a time."""
+    from sftlab.generate import encode_prompt
+
+    out = []
+    for p in prompts:
+        ids = torch.tensor([encode_prompt(tokenizer, p)])
+        out.append(model.generate(ids, max_new_tokens=n, do_sample=False, pad_token_id=0)[0, ids.shape[1]:].tolist())
+    return out
+
+
+@pytest.mark.parametrize("engine", ["static", "continuous"])
+def test_batched_generation_matches_one_by_one(chatty_model, tokenizer, prompts, engine):
+    """Batch 3 over 7 prompts of different lengths (left padding, a ragged last batch), and rows that
+    stop at different steps: a few tokens the model emits mid-answer are declared stop tokens, so
+    the continuous engine must drop rows, refill them, merge caches of different lengths and trim."""
+    n = 24
+    ref_ids = _reference_ids(chatty_model, tokenizer, prompts, n)
+    stops = sorted({ref_ids[i][3 + 5 * i] for i in range(3)})
+    stop_at = [next((j for j, t in enumerate(r) if t in stops), None) for r in ref_ids]
+    assert len({s for s in stop_at if s is not None}) >= 3 and None in stop_at  # varied finishing steps
+    saved = chatty_model.generation_config.eos_token_id
+    chatty_model.generation_config.eos_token_id = stops
+    try:
+        single = generate_responses(chatty_model, tokenizer, prompts,
+                                    GenerationConfig(max_new_tokens=n, batch_size=1, engine="static"), progress=False)
+        batched = generate_responses(chatty_model, tokenizer, prompts,
+                                     GenerationConfig(max_new_tokens=n, batch_size=3, engine=engine), progress=False)
+    finally:
+        chatty_model.generation_config.eos_token_id = saved
+    assert len(set(single)) == len(prompts), "outputs should differ per prompt, or this test proves nothing"
+    assert batched == single
+    for text, ids, s in zip(single, ref_ids, stop_at, strict=True):  # cut right before the stop token
+        assert text == tokenizer.decode(ids[:s] if s is not None else ids, skip_special_tokens=True)
+
+
+def test_end_of_turn_detected_from_template(tokenizer):
+    # base SmolLM2 tokenizer: eos is <|endoftext|>, but a ChatML turn ends with <|im_end|>
+    assert tokenizer.eos_token == "<|endoftext|>"
+    assert end_of_turn_token(tokenizer) == "<|im_end|>"
+    ids = stop_token_ids(tokenizer)
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in ids and tokenizer.eos_token_id in ids
+
+
+def test_generation_stops_at_end_of_turn(chatty_model, tokenizer, prompts):
+    """Force <|im_end|> at decoding step 5 (via a hook on the logits): every response must be
+    exactly the 4 tokens before it, with the stop token and everything after it stripped."""
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    def run(n):
+        return generate_responses(chatty_model, tokenizer, prompts[:3], GenerationConfig(max_new_tokens=n, batch_size=3),
+                                  progress=False)
+
+    first4, free8 = run(4), run(8)
+    calls = {"n": 0}
+
+    def boost(module, inputs, output):
+        calls["n"] += 1
+        if calls["n"] == 5:  # call 1 is the prompt, so call 5 emits the 5th new token
+            output[:, -1, im_end] += 1e4
+        return output
+
+    handle = chatty_model.lm_head.register_forward_hook(boost)
+    try:
+        out = run(8)
+    finally:
+        handle.remove()
+    assert calls["n"] == 5, "generation must end as soon as every row has emitted <|im_end|>"
+    assert out == first4  # the 4 tokens before the stop, nothing of the stop token or after it
+    assert all(a != b for a, b in zip(out, free8, strict=True))
+
+
+def test_decode_response_cuts_at_first_stop(tokenizer):
+    ids = tokenizer("Hello world", add_special_tokens=False)["input_ids"]
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    tail = tokenizer("junk", add_special_tokens=False)["input_ids"]
+    text, n = decode_response(tokenizer, ids + [im_end] + tail, [im_end])
+    assert text == "Hello world" and n == len(ids) + 1
+    text, n = decode_response(tokenizer, ids, [im_end])  # no stop: ran to max_new_tokens
+    assert text == "Hello world" and n == len(ids)
+
+
+def test_system_prompt_and_generation_prompt(tokenizer):
+    text = render_prompt(tokenizer, "Say hi.", "Be brief.")
+    assert text.endswith("<|im_start|>assistant\n")
+    assert "<|im_start|>system\nBe brief.<|im_end|>" in text
+    assert "system" not in render_prompt(tokenizer, "Say hi.")
+
+
+def test_resume_generates_only_missing_prompts(chatty_model, tokenizer, prompts, tmp_path, monkeypatch):
+    out = tmp_path / "responses.jsonl"
+    done = [{"key": 0, "prompt": prompts[0], "response": "SENTINEL-0"},
+            {"key": 1, "prompt": prompts[1], "response": "SENTINEL-1"}]
+    half = json.dumps({"key": 2, "prompt": prompts[2], "response": "cut off"})[:25]  # killed mid-write
+    out.write_text("".join(json.dumps(r) + "\n" for r in done) + half, encoding="utf-8")
+
+    import sftlab.generate as gen_mod
+
+    encoded = []
+    real_encode = gen_mod.encode_prompt
+
+    def counting_encode(tok, prompt, system_prompt=None):
+        encoded.append(prompt)
+        return real_encode(tok, prompt, system_prompt)
+
+    monkeypatch.setattr(gen_mod, "encode_prompt", counting_encode)
+    cfg = GenerationConfig(max_new_tokens=6, batch_size=2)
+    got = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False,
+                             keys=[10, 11, 12, 13, 14])
+    assert sorted(encoded) == sorted(prompts[2:5])  # the half-written one is regenerated, done ones are not
+    assert (gen_mod.last_stats.n_reused, gen_mod.last_stats.n_generated) == (2, 3)
+    assert got[:2] == ["SENTINEL-0", "SENTINEL-1"]
+    records = read_responses_file(out)
+    assert [r["prompt"] for r in records][:2] == prompts[:2]
+    assert sorted(r["prompt"] for r in records) == sorted(prompts[:5])  # one line each, no duplicates
+    assert {r["key"] for r in records[2:]} == {12, 13, 14}
+    assert out.read_text(encoding="utf-8").endswith("\n")
+    # a second rerun has nothing left to do
+    encoded.clear()
+    again = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False)
+    assert encoded == [] and again == got
+
+
+def test_damaged_middle_line_is_an_error(tmp_path):
+    out = tmp_path / "responses.jsonl"
+    out.write_text('{"prompt": "a", "response": "b"}\n{not json\n{"prompt": "c", "response": "d"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"responses.jsonl:2"):
+        read_responses_file(out)
+
+
+def test_generation_config_validation():
+    with pytest.raises(SftlabError, match="backend"):
+        GenerationConfig(backend="tgi")
+    with pytest.raises(SftlabError, match="max_new_tokens"):
+        GenerationConfig(max_new_tokens=0)
+
+
+def test_vllm_backend_without_vllm_is_a_clear_error(monkeypatch):
+    import builtins
+
+    from sftlab.generate import require_vllm
+
+    real_import = builtins.__import__
+
+    def no_vllm(name, *args, **kwargs):
+        if name == "vllm":
+            raise ImportError("No module named 'vllm'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_vllm)
+    with pytest.raises(SftlabError, match="--backend hf"):
+        require_vllm()
