@@ -146,15 +146,14 @@ def load_ifeval_inputs(path_or_id: str) -> list[dict]:
         if not path.is_file():
             raise DataError(spec, "IFEval input file not found")
         records = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(spec, f"not valid JSON ({e.msg})", line=lineno) from e
-                records.append((lineno, rec))
+        for lineno, line in _utf8_lines(path, spec):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(spec, f"not valid JSON ({e.msg})", line=lineno) from e
+            records.append((lineno, rec))
     else:
         records = list(enumerate(_load_hub(spec), 1))
     if not records:
@@ -168,6 +167,16 @@ def load_ifeval_inputs(path_or_id: str) -> list[dict]:
                             field="prompt")
         seen[inp["prompt"]] = lineno
     return inputs
+
+
+def _utf8_lines(path: Path, where: str) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of a JSONL file; undecodable bytes are a located DataError, not a traceback."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(where, f"not valid UTF-8 (undecodable byte 0x{raw[e.start]:02x})", line=lineno) from None
 
 
 def _load_hub(dataset_id: str) -> list[dict]:
@@ -232,30 +241,29 @@ def read_responses_for_scoring(path: str | Path, inputs: list[dict]) -> dict[str
     known = {inp["prompt"] for inp in inputs}
     out: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(str(path), f"not valid JSON ({e.msg})", line=lineno) from e
-            if not isinstance(rec, dict):
-                raise DataError(str(path), "record is not a JSON object", line=lineno)
-            for field in ("prompt", "response"):
-                if not isinstance(rec.get(field), str):
-                    what = "missing field" if field not in rec else "must be a string"
-                    raise DataError(str(path), what, line=lineno, field=field)
-            prompt = rec["prompt"]
-            if prompt not in known:
-                shown = prompt[:60].replace("\n", " ") + ("..." if len(prompt) > 60 else "")
-                raise DataError(str(path), f"prompt not found in the IFEval inputs: '{shown}'", line=lineno,
-                                field="prompt")
-            if prompt in out and out[prompt] != rec["response"]:
-                raise DataError(str(path), f"a second, different response to the prompt of line "
-                                f"{first_line[prompt]}", line=lineno, field="prompt")
-            first_line.setdefault(prompt, lineno)
-            out[prompt] = rec["response"]
+    for lineno, line in _utf8_lines(path, str(path)):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(str(path), f"not valid JSON ({e.msg})", line=lineno) from e
+        if not isinstance(rec, dict):
+            raise DataError(str(path), "record is not a JSON object", line=lineno)
+        for field in ("prompt", "response"):
+            if not isinstance(rec.get(field), str):
+                what = "missing field" if field not in rec else "must be a string"
+                raise DataError(str(path), what, line=lineno, field=field)
+        prompt = rec["prompt"]
+        if prompt not in known:
+            shown = prompt[:60].replace("\n", " ") + ("..." if len(prompt) > 60 else "")
+            raise DataError(str(path), f"prompt not found in the IFEval inputs: '{shown}'", line=lineno,
+                            field="prompt")
+        if prompt in out and out[prompt] != rec["response"]:
+            raise DataError(str(path), f"a second, different response to the prompt of line "
+                            f"{first_line[prompt]}", line=lineno, field="prompt")
+        first_line.setdefault(prompt, lineno)
+        out[prompt] = rec["response"]
     if not out:
         raise DataError(str(path), "no responses")
     return out

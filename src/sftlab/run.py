@@ -42,7 +42,7 @@ from sftlab.sweep import (
     run_eval,
     run_training,
     set_dotted,
-    validate_train_config,
+    validate_train_mapping,
     write_train_config,
 )
 from sftlab.utils import atomic_write_text
@@ -126,11 +126,13 @@ def _report_is_fresh(cfg: RunConfig) -> bool:
 def run_experiment(cfg: RunConfig, *, launcher: str | None = None, report: bool = True) -> dict[str, Any]:
     """Baseline eval -> train -> fine-tuned eval -> report, skipping the stages already finished."""
     t0 = time.time()
+    # Judge the training config before writing anything: a refused config (a typo, a secret such as
+    # hub_token) must leave no run_config.yaml behind that a corrected rerun would be refused by.
+    validate_train_mapping(cfg.train_config())
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     _guard_config(cfg)
     train_cfg_path = cfg.output_dir / "train_config.yaml"
     write_train_config(train_cfg_path, cfg.train_config(), what="experiment")
-    validate_train_config(train_cfg_path)
 
     base_summary = run_eval(str(cfg.train["model"]), cfg.baseline_dir, cfg.eval,
                             chat_template=cfg.train.get("chat_template"), label="[1/4] baseline")

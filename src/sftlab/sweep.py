@@ -98,6 +98,8 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: invalid YAML: {str(e).splitlines()[0]}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not valid UTF-8 (undecodable byte at offset {e.start})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -302,6 +304,21 @@ def validate_train_config(path: Path) -> None:
     from sftlab.train import load_config
 
     load_config(path)
+
+
+def validate_train_mapping(cfg: dict[str, Any], where: str = "") -> None:
+    """Let the training config loader judge a training config *before* anything is written for it.
+
+    Why before: a refused config (a typo, a secret such as ``hub_token``) must leave no
+    ``train_config.yaml``, ``run_config.yaml`` or ``sweep.json`` behind, neither a secret on disk nor
+    a record that a corrected rerun would be compared against and refused by.
+    """
+    from sftlab.train import load_config
+
+    try:
+        load_config(None, cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}" if where else str(e)) from None
 
 
 def run_training(config_path: Path, train_dir: Path, *, launcher: str | list[str] | None = None,
@@ -575,16 +592,17 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
 
     A failing run is reported and the sweep goes on with the others; the returned ``failed`` lists them.
     """
+    # Validate every run's training config before spending time on any of them, and before
+    # writing anything: a refused config leaves no sweep.json or train_config.yaml behind.
+    for spec in cfg.runs:
+        validate_train_mapping(cfg.train_config(spec), f"run '{spec.name}'")
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = cfg.output_dir / "sweep.json"
     manifest = _check_manifest(cfg, manifest_path)
     atomic_write_json(manifest_path, manifest)
-
-    # Validate every run's training config before spending time on any of them.
     for spec in cfg.runs:
         spec.run_dir.mkdir(parents=True, exist_ok=True)
         write_train_config(spec.config_path, cfg.train_config(spec), what=f"run '{spec.name}'")
-        validate_train_config(spec.config_path)
 
     changed = False
     if cfg.baseline:
@@ -664,7 +682,7 @@ class RunRecord:
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON or undecodable bytes
         raise SftlabError(f"cannot read {path}: {e}") from e
 
 

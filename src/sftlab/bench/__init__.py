@@ -28,7 +28,7 @@ PARTS: tuple[str, ...] = ("machine", "preprocess", "loss", "generate", "train")
 
 
 def run_suite(*, quick: bool = False, parts: list[str] | None = None, json_path: str | Path | None = None,
-              sizes: dict[str, dict[str, Any]] | None = None, out=sys.stdout) -> dict[str, Any]:
+              sizes: dict[str, dict[str, Any]] | None = None, out=None) -> dict[str, Any]:
     """Run the chosen parts in order; each result is printed as soon as it is measured.
 
     ``sizes`` passes keyword arguments to a part's ``run`` (tests shrink the work to tiny shapes).
@@ -36,6 +36,7 @@ def run_suite(*, quick: bool = False, parts: list[str] | None = None, json_path:
     A part that fails is recorded with its error and the others still run; the returned dict
     carries ``"errors"`` so the CLI can exit non-zero.
     """
+    out = out or sys.stdout
     chosen = list(parts or PARTS)
     unknown = [p for p in chosen if p not in PARTS]
     if unknown:
