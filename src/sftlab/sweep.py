@@ -110,28 +110,13 @@ def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
 def parse_cli_overrides(tokens: list[str]) -> dict[str, Any]:
     """``["--lr", "1e-4", "--eval.limit=8", "--bf16"]`` -> ``{"lr": 1e-4, "eval.limit": 8, "bf16": True}``.
 
-    Values are parsed as YAML scalars so that numbers, booleans and ``null`` get their types
-    (``1e-4`` included, which YAML 1.1 would leave a string).
+    Tokenised by :func:`sftlab.train.split_overrides`; values are parsed as YAML scalars so that
+    numbers, booleans and ``null`` get their types (``1e-4`` included, which YAML 1.1 would leave a
+    string). Dotted keys stay flat here: the sweep decides which of them are its own.
     """
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(tokens):
-        tok = tokens[i]
-        if not tok.startswith("--") or len(tok) <= 2:
-            raise ConfigError(f"expected an override like --key value, got '{tok}'")
-        key = tok[2:]
-        if "=" in key:
-            key, raw = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
-            raw = tokens[i + 1]
-            i += 2
-        else:
-            out[key.replace("-", "_")] = True
-            i += 1
-            continue
-        out[key.replace("-", "_")] = parse_scalar(raw)
-    return out
+    from sftlab.train import split_overrides
+
+    return {key: parse_scalar(raw) for key, raw in split_overrides(tokens)}
 
 
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")

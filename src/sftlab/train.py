@@ -232,18 +232,15 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     return v
 
 
-def parse_overrides(overrides: list[str] | dict | None) -> dict[str, Any]:
-    """``["--lr", "1e-4", "--lora.r=8", "--packing"]`` -> ``{"lr": 1e-4, "lora": {"r": 8}, "packing": True}``.
+def split_overrides(tokens: list[str]) -> list[tuple[str, str]]:
+    """``["--lr", "1e-4", "--lora.r=8", "--packing"]`` -> ``[("lr", "1e-4"), ("lora.r", "8"), ("packing", "true")]``.
 
-    Values are parsed with ``yaml.safe_load`` so numbers, booleans, ``null`` and ``[a, b]`` lists work;
-    a flag with no value means ``true``. Dashes in keys become underscores.
+    The one tokeniser of command-line overrides (train, run and sweep all use it); values stay raw
+    strings for the caller to parse. A flag with no value means ``true``; dashes in keys become
+    underscores.
     """
-    if overrides is None:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    out: dict[str, Any] = {}
-    items = list(overrides)
+    pairs: list[tuple[str, str]] = []
+    items = list(tokens)
     i = 0
     while i < len(items):
         tok = items[i]
@@ -259,11 +256,26 @@ def parse_overrides(overrides: list[str] | dict | None) -> dict[str, Any]:
         else:
             raw = "true"
             i += 1
+        pairs.append((key.replace("-", "_"), raw))
+    return pairs
+
+
+def parse_overrides(overrides: list[str] | dict | None) -> dict[str, Any]:
+    """``["--lr", "1e-4", "--lora.r=8", "--packing"]`` -> ``{"lr": 1e-4, "lora": {"r": 8}, "packing": True}``.
+
+    Values are parsed with ``yaml.safe_load`` so numbers, booleans, ``null`` and ``[a, b]`` lists work;
+    dotted keys reach into blocks.
+    """
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    out: dict[str, Any] = {}
+    for key, raw in split_overrides(overrides):
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
-        key = key.replace("-", "_")
         target = out
         parts = key.split(".")
         for p in parts[:-1]:
