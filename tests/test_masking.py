@@ -19,6 +19,7 @@ from sftlab.masking import (
     REVERSE_SYSTEM_PROMPT,
     encode_conversation,
     encode_conversation_with_info,
+    encode_conversations_with_info,
     prefix_lengths_fast,
     prefix_lengths_reference,
 )
@@ -282,6 +283,31 @@ def test_fast_equals_reference_with_the_gguf_tokenizer_on_sharegpt(gguf_template
         for strategy in ("assistant", "reverse"):
             rendered, _ = masking.apply_strategy(conv, strategy)
             _assert_fast_equals_reference(tok, rendered)
+
+
+@pytest.mark.parametrize("template", ["chatml", "not-prefix-stable"])
+def test_batched_encoding_equals_one_conversation_at_a_time(tokenizer, sharegpt_sample, template):
+    """One batched tokenisation (what preprocessing runs) gives each conversation exactly the
+    features and info it gets alone, including conversations whose boundaries fall back."""
+    tok = tokenizer
+    if template != "chatml":
+        tok = copy.deepcopy(tokenizer)
+        tok.chat_template = LAST_DIFFERS_TEMPLATE
+    convs = [*EDGE_CASES.values(), *sharegpt_sample[:40]]
+    for strategy, trunc in (("assistant", "right"), ("reverse", "left")):
+        kw = {"strategy": strategy, "max_length": 300, "truncation": trunc}
+        batched = encode_conversations_with_info(convs, tok, **kw)
+        alone = [encode_conversation_with_info(c, tok, **kw) for c in convs]
+        assert batched == alone
+        assert [f for f, _ in batched] == [encode_conversation(c, tok, method="prefix", **kw) for c in convs]
+    fallbacks = sum(info.fallback_boundaries for _, info in batched)
+    assert (fallbacks > 0) == (template != "chatml")
+
+
+def test_a_bad_conversation_fails_the_batch_before_any_encoding(tokenizer):
+    good = EDGE_CASES[sorted(EDGE_CASES)[0]]
+    with pytest.raises(Exception, match="message 1"):
+        encode_conversations_with_info([good, [U("hi"), {"role": "assistant", "content": 3}]], tokenizer)
 
 
 PLAIN_TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"

@@ -162,37 +162,68 @@ def _render_prefixes(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list
 def prefix_lengths_fast(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int], int]:
     """``(full_ids, prefix_lengths, fallback_boundaries)``, equal to :func:`prefix_lengths_reference`.
 
-    Renders every prefix once, tokenises the full text once with offsets, and reads each
-    prefix's token count off the offsets where that is provably the same; other boundaries are
-    tokenised directly (counted in ``fallback_boundaries``).
+    Renders every prefix once, tokenises the full text once, and reads each prefix's token count
+    off the character offsets where that is provably the same; other boundaries are tokenised
+    directly (counted in ``fallback_boundaries``).
+    """
+    return prefix_lengths_fast_batch(tokenizer, [messages])[0]
+
+
+def prefix_lengths_fast_batch(
+    tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]
+) -> list[tuple[list[int], list[int], int]]:
+    """:func:`prefix_lengths_fast` for many conversations with one batched tokenizer call.
+
+    Why batch: a fast tokenizer encodes a batch on all cores in Rust, while one call per
+    conversation runs on one core and pays the Python round trip each time. The result for each
+    conversation is the same as encoding it alone.
     """
     facts = _tokenizer_facts(tokenizer)
     if not facts.usable:
         _warn_fallback(tokenizer, facts.reason)
-        full_ids, lengths = prefix_lengths_reference(tokenizer, messages)
-        return full_ids, lengths, len(messages) - 1
-    texts = _render_prefixes(tokenizer, messages)
-    full_text = texts[-1]
-    enc = tokenizer(full_text, add_special_tokens=False, return_offsets_mapping=True)
-    full_ids = list(enc["input_ids"])
-    offsets = enc["offset_mapping"]
-    lengths: list[int] = []
-    fallbacks = 0
-    for text in texts[:-1]:
-        end = len(text)
-        if text == full_text:  # the remaining messages render to nothing
-            lengths.append(len(full_ids))
-            continue
-        k = enc.char_to_token(end) if full_text.startswith(text) else None
-        if k is None or offsets[k][0] != end or full_ids[k] not in facts.added_ids:
-            fallbacks += 1
-            lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-        else:
-            lengths.append(k)
-    lengths.append(len(full_ids))
-    if fallbacks:
+        out = []
+        for messages in conversations:
+            full_ids, lengths = prefix_lengths_reference(tokenizer, messages)
+            out.append((full_ids, lengths, len(messages) - 1))
+        return out
+    rendered = [_render_prefixes(tokenizer, messages) for messages in conversations]
+    enc = tokenizer([texts[-1] for texts in rendered], add_special_tokens=False)
+    results = []
+    any_fallback = False
+    for b, texts in enumerate(rendered):
+        full_text = texts[-1]
+        full_ids = list(enc["input_ids"][b])
+        lengths: list[int] = []
+        fallbacks = 0
+        for text in texts[:-1]:
+            if text == full_text:  # the remaining messages render to nothing
+                lengths.append(len(full_ids))
+                continue
+            k = _token_starting_at(enc, b, len(text), full_ids, facts.added_ids) if full_text.startswith(text) else None
+            if k is None:
+                fallbacks += 1
+                lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+            else:
+                lengths.append(k)
+        lengths.append(len(full_ids))
+        any_fallback = any_fallback or fallbacks > 0
+        results.append((full_ids, lengths, fallbacks))
+    if any_fallback:
         _warn_fallback(tokenizer, "some message boundaries do not fall on an added token in the rendered text")
-    return full_ids, lengths, fallbacks
+    return results
+
+
+def _token_starting_at(enc: Any, b: int, end: int, ids: Sequence[int], added_ids: frozenset[int]) -> int | None:
+    """Index of the token of batch row ``b`` that starts exactly at character ``end`` and is a
+    splittable added token, else ``None`` (the boundary is then computed the reference way)."""
+    k = enc.char_to_token(b, end)
+    if k is None or ids[k] not in added_ids:
+        return None
+    span = enc.token_to_chars(b, k)
+    if span is None:
+        return None
+    start = span[0] if isinstance(span, tuple) else span.start
+    return k if start == end else None
 
 
 def _warn_fallback(tokenizer: Any, reason: str) -> None:
@@ -263,20 +294,41 @@ def encode_conversation_with_info(
     method: str = "fast",
 ) -> tuple[dict[str, list[int]], EncodeInfo]:
     """:func:`encode_conversation` plus an :class:`EncodeInfo` for statistics."""
-    _validate(messages, strategy, max_length, truncation, method)
-    shape = conversation_shape(list(messages))
-    rendered, trained = apply_strategy(messages, strategy)
+    return encode_conversations_with_info(
+        [messages], tokenizer, strategy=strategy, max_length=max_length, truncation=truncation, method=method
+    )[0]
+
+
+def encode_conversations_with_info(
+    conversations: Sequence[Sequence[dict[str, str]]],
+    tokenizer: Any,
+    *,
+    strategy: str = "assistant",
+    max_length: int = 2048,
+    truncation: str = "right",
+    method: str = "fast",
+) -> list[tuple[dict[str, list[int]], EncodeInfo]]:
+    """:func:`encode_conversation_with_info` for a batch (one batched tokenisation on the fast path).
+
+    Every conversation is validated before any is encoded, so a bad one fails the batch at once.
+    """
+    for messages in conversations:
+        _validate(messages, strategy, max_length, truncation, method)
+    shapes = [conversation_shape(list(m)) for m in conversations]
+    prepared = [apply_strategy(m, strategy) for m in conversations]
     if method == "fast":
-        full_ids, lengths, fallbacks = prefix_lengths_fast(tokenizer, rendered)
+        spans = prefix_lengths_fast_batch(tokenizer, [rendered for rendered, _ in prepared])
     else:
-        full_ids, lengths = prefix_lengths_reference(tokenizer, rendered)
-        fallbacks = 0
-    labels = labels_from_spans(full_ids, lengths, [m["role"] for m in rendered], trained)
-    feats = {"input_ids": list(full_ids), "labels": labels, "attention_mask": [1] * len(full_ids)}
-    truncated = len(full_ids) > max_length
-    if truncated:
-        feats = truncate(feats, max_length, truncation)
-    return feats, EncodeInfo(len(full_ids), truncated, shape, fallbacks)
+        spans = [(*prefix_lengths_reference(tokenizer, rendered), 0) for rendered, _ in prepared]
+    out = []
+    for (rendered, trained), shape, (full_ids, lengths, fallbacks) in zip(prepared, shapes, spans, strict=True):
+        labels = labels_from_spans(full_ids, lengths, [m["role"] for m in rendered], trained)
+        feats = {"input_ids": list(full_ids), "labels": labels, "attention_mask": [1] * len(full_ids)}
+        truncated = len(full_ids) > max_length
+        if truncated:
+            feats = truncate(feats, max_length, truncation)
+        out.append((feats, EncodeInfo(len(full_ids), truncated, shape, fallbacks)))
+    return out
 
 
 def encode_conversation(

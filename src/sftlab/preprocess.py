@@ -205,14 +205,10 @@ def _init_worker(tokenizer: Any, options: dict[str, Any]) -> None:
 
 
 def _encode_chunk(chunk: list[list[dict[str, str]]]) -> list[tuple[dict[str, list[int]], dict[str, Any]]]:
-    from sftlab.masking import encode_conversation_with_info
+    from sftlab.masking import encode_conversations_with_info
 
     tok, opts = _WORKER["tokenizer"], _WORKER["options"]
-    out = []
-    for messages in chunk:
-        feats, info = encode_conversation_with_info(messages, tok, **opts)
-        out.append((feats, asdict(info)))
-    return out
+    return [(feats, asdict(info)) for feats, info in encode_conversations_with_info(chunk, tok, **opts)]
 
 
 def _encode_all(
