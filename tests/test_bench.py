@@ -37,6 +37,16 @@ def test_quick_suite_writes_valid_json(tmp_path, capsys):
     assert pp["identical"] is True
     assert _positive(pp["fast_conv_per_s"]) and _positive(pp["prefix_conv_per_s"])
     assert math.isclose(pp["speedup_vs_prefix"], pp["fast_conv_per_s"] / pp["prefix_conv_per_s"], rel_tol=0.02)
+    assert _positive(pp["fast_one_by_one_conv_per_s"]) and _positive(pp["tokenize_only_conv_per_s"])
+    # the reference tokenises every prefix: at least one whole tokenisation, more with several messages
+    assert pp["prefix_tokenisations_per_conversation"] > 1.0 and pp["mean_messages"] > 2
+    try:
+        import trl  # noqa: F401
+    except ImportError:
+        assert pp["trl"].startswith("skipped")
+    else:  # TRL's assistant-mask tokenisation ran on the same data and masked something
+        assert _positive(pp["trl_conv_per_s"]) and pp["trl_assistant_tokens"] > 0
+        assert math.isclose(pp["speedup_vs_trl"], pp["fast_conv_per_s"] / pp["trl_conv_per_s"], rel_tol=0.02)
     # loss: both sides measured, same loss value
     ls = data["loss"]
     assert _positive(ls["naive_peak_mb"]) and _positive(ls["chunked_peak_mb"])

@@ -325,7 +325,7 @@ def test_load_config_coerces_yaml_floats_and_derives_accumulation(tmp_path, tiny
 
 
 def test_length_grouped_order_is_seeded_and_groups_lengths():
-    from sftlab.train import length_grouped_indices
+    from sftlab.collate import length_grouped_indices
 
     lengths = [(i * 37) % 101 + 1 for i in range(200)]
     a = length_grouped_indices(lengths, 4, seed=1, epoch=0)
@@ -349,7 +349,7 @@ def test_packed_rows_attend_only_within_their_conversation(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sftlab.train import PackedCollator, pack_examples
+    from sftlab.collate import PackedCollator, pack_examples
 
     g = torch.Generator().manual_seed(0)
     examples = []

@@ -658,34 +658,14 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Data: length grouping and packing
+# Data: the Trainer's sampler (length grouping and packing live in sftlab.collate)
 # --------------------------------------------------------------------------------------------------
-
-
-def length_grouped_indices(lengths: list[int], batch_size: int, seed: int, epoch: int, mega: int = 50) -> list[int]:
-    """A permutation whose consecutive ``batch_size`` runs have similar lengths, seeded by (seed, epoch).
-
-    Shuffle, cut into mega-batches of ``mega * batch_size``, sort each by length (longest first), cut
-    into batches, then shuffle the order of the batches: padding stays low while every epoch (and
-    every rank, and a resumed process) sees the same random order for the same seed.
-    """
-    import torch
-
-    g = torch.Generator()
-    g.manual_seed(int(seed) * 1_000_003 + int(epoch))
-    n = len(lengths)
-    perm = torch.randperm(n, generator=g).tolist()
-    size = max(1, mega * batch_size)
-    batches: list[list[int]] = []
-    for start in range(0, n, size):
-        chunk = sorted(perm[start:start + size], key=lambda i: -lengths[i])
-        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
-    order = torch.randperm(len(batches), generator=g).tolist()
-    return [i for b in order for i in batches[b]]
 
 
 def _make_sampler_class():
     import torch
+
+    from sftlab.collate import length_grouped_indices
 
     class SeededLengthGroupedSampler(torch.utils.data.Sampler):
         """Length-grouped sampling with a (seed, epoch) generator: reproducible across resume and ranks."""
@@ -706,76 +686,6 @@ def _make_sampler_class():
             return iter(length_grouped_indices(self.lengths, self.batch_size, self.seed, self.epoch))
 
     return SeededLengthGroupedSampler
-
-
-def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
-    """Pack tokenised conversations into rows of at most ``max_length`` tokens (first-fit decreasing).
-
-    Each row carries ``position_ids`` that restart at 0 for every conversation; with no attention mask
-    transformers derives a block-diagonal causal mask from those resets, so packed conversations never
-    attend to each other. The first label of every conversation is set to -100: in a packed row it
-    would be the target of the *previous* conversation's last token.
-    """
-    order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]["input_ids"]), i))
-    bins: list[list[int]] = []
-    free: list[int] = []
-    for i in order:
-        n = len(examples[i]["input_ids"])
-        if n == 0:
-            continue
-        for b, room in enumerate(free):
-            if room >= n:
-                bins[b].append(i)
-                free[b] -= n
-                break
-        else:
-            bins.append([i])
-            free.append(max_length - n)
-    rows = []
-    for members in bins:
-        ids: list[int] = []
-        labels: list[int] = []
-        pos: list[int] = []
-        for i in members:
-            ex = examples[i]
-            lab = list(ex["labels"])
-            lab[0] = -100
-            ids.extend(ex["input_ids"])
-            labels.extend(lab)
-            pos.extend(range(len(ex["input_ids"])))
-        rows.append({"input_ids": ids, "labels": labels, "position_ids": pos})
-    return rows
-
-
-@dataclass
-class PackedCollator:
-    """Pads packed rows to the longest; no attention mask, so the position resets define the attention.
-
-    Padding gets its own position run (0, 1, ...) and ``-100`` labels: it forms a separate block that
-    nothing real attends to. ``num_real_tokens`` is taken out by the trainer before the forward pass.
-    """
-
-    pad_token_id: int
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(f["input_ids"]) for f in features)
-        ids, labels, pos = [], [], []
-        real = 0
-        for f in features:
-            n = len(f["input_ids"])
-            pad = width - n
-            real += n
-            ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
-            labels.append(list(f["labels"]) + [-100] * pad)
-            pos.append(list(f["position_ids"]) + list(range(pad)))
-        return {
-            "input_ids": torch.tensor(ids, dtype=torch.long),
-            "labels": torch.tensor(labels, dtype=torch.long),
-            "position_ids": torch.tensor(pos, dtype=torch.long),
-            "num_real_tokens": torch.tensor(real, dtype=torch.long),
-        }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1094,7 +1004,7 @@ def train(cfg: SFTConfig, training_args: dict) -> dict:
     from accelerate import PartialState
     from transformers import TrainingArguments
 
-    from sftlab.collate import SFTDataCollator
+    from sftlab.collate import PackedCollator, SFTDataCollator, pack_examples
     from sftlab.loss import compute_loss_from_logits
     from sftlab.models import load_tokenizer
     from sftlab.preprocess import PreprocessConfig, format_stats, preprocess

@@ -1,11 +1,13 @@
-"""Training throughput: pad-to-max-length (the reference pipeline) vs pad-to-longest with length grouping.
+"""Training throughput: pad-to-max-length (the reference pipeline) vs pad-to-longest with length grouping, and packing.
 
-Both paths train a SmolLM2-135M-shaped random-init Llama (``--quick``: a narrower, shallower one with
+All paths train a SmolLM2-135M-shaped random-init Llama (``--quick``: a narrower, shallower one with
 the same vocabulary and context) for the same number of optimizer steps on the *same* conversations,
 with the same batch size, optimizer and loss; only how the batches are formed differs:
 
 - ``padmax``: the conversations in their own order, every batch padded to ``max_length`` (2048);
-- ``dynamic``: sftlab's seeded length-grouped order, each batch padded to its longest member.
+- ``dynamic``: sftlab's seeded length-grouped order, each batch padded to its longest member;
+- ``packed``: the same conversations packed into rows of up to 2048 tokens (``packing: true``),
+  position ids restarting per conversation so none attends to another; fewer, fuller steps.
 
 Two data mixes from the bundled ShareGPT: first rounds only (``max_rounds=1``, short) and whole
 conversations (long, many truncated at 2048). For each mix and path we report real (non-pad) tokens
@@ -106,28 +108,35 @@ class _Path:
         self.real = self.positions = 0
         self.losses: list[float] = []
 
-    def warm_up(self) -> None:
-        """Thread pools, kernel selection and the allocator, on a short batch (not timed)."""
+    def _forward_backward(self, batch: dict) -> tuple[Any, int]:
+        """Loss (backpropagated) and real-token count of one collated batch, padded or packed."""
         from sftlab.loss import compute_loss_from_logits
 
-        warm = self.collator([{k: v[:64] for k, v in self.feats[0].items()}])
-        out = self.model(input_ids=warm["input_ids"], attention_mask=warm["attention_mask"])
-        compute_loss_from_logits(out, warm["labels"]).backward()
+        if "position_ids" in batch:  # packed rows: position resets define the attention
+            real = int(batch.pop("num_real_tokens"))
+            out = self.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"])
+        else:
+            real = int(batch["attention_mask"].sum())
+            out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        loss = compute_loss_from_logits(out, batch["labels"])
+        loss.backward()
+        return loss, real
+
+    def warm_up(self) -> None:
+        """Thread pools, kernel selection and the allocator, on a short batch (not timed)."""
+        self._forward_backward(self.collator([{k: v[:64] for k, v in self.feats[0].items()}]))
         self.opt.zero_grad(set_to_none=True)
 
     def step(self, i: int) -> None:
-        from sftlab.loss import compute_loss_from_logits
-
         t0 = time.perf_counter()
         batch = self.collator([self.feats[j] for j in self.batches[i]])
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-        loss = compute_loss_from_logits(out, batch["labels"])
-        loss.backward()
+        positions = batch["input_ids"].numel()
+        loss, real = self._forward_backward(batch)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.seconds += time.perf_counter() - t0
-        self.real += int(batch["attention_mask"].sum())
-        self.positions += batch["input_ids"].numel()
+        self.real += real
+        self.positions += positions
         self.losses.append(loss.detach().item())
 
     @property
@@ -140,10 +149,9 @@ class _Path:
 
 
 def _mix(name: str, tok, model_cfg, init_state, feats, batch_size: int) -> dict[str, Any]:
-    """Train both paths on one mix, alternating their steps so both see the same machine load."""
+    """Train the paths on one mix, alternating their steps so all see the same machine load."""
     from sftlab.bench.machine import matmul_gflops
-    from sftlab.collate import SFTDataCollator
-    from sftlab.train import length_grouped_indices
+    from sftlab.collate import PackedCollator, SFTDataCollator, length_grouped_indices, pack_examples
 
     lengths = [len(f["input_ids"]) for f in feats]
     pad_id = tok.pad_token_id
@@ -152,34 +160,41 @@ def _mix(name: str, tok, model_cfg, init_state, feats, batch_size: int) -> dict[
     dynamic = _Path(model_cfg, init_state, feats,
                     _batches(length_grouped_indices(lengths, batch_size, seed=0, epoch=0), batch_size),
                     SFTDataCollator(pad_token_id=pad_id, padding="longest"))
-    padmax.warm_up()
-    dynamic.warm_up()
+    # Packing: the same conversations filled into rows of up to 2048 tokens, fewer steps.
+    rows = pack_examples(feats, MAX_LENGTH)
+    packed = _Path(model_cfg, init_state, rows, _batches(list(range(len(rows))), batch_size),
+                   PackedCollator(pad_token_id=pad_id))
+    paths = {"padmax": padmax, "dynamic": dynamic, "packed": packed}
+    for p in paths.values():
+        p.warm_up()
     peaks = []
     for i in range(len(padmax.batches)):
-        padmax.step(i)
-        dynamic.step(i)
+        for p in paths.values():
+            if i < len(p.batches):
+                p.step(i)
         # the peak is sampled between steps, under the same machine load as the steps themselves
         peaks.append(matmul_gflops(1024, "float32", reps=3))
     peak = max(statistics.median(peaks), 1e-9)
-    assert padmax.real == dynamic.real  # the same conversations, the same real tokens
-    speedup = dynamic.tokens_per_s / padmax.tokens_per_s
-    predicted = dynamic.padding_efficiency / padmax.padding_efficiency
+    assert padmax.real == dynamic.real == packed.real == sum(lengths)  # the same real tokens on every path
     flops = useful_flops(model_cfg, lengths)
-    return {
+    res: dict[str, Any] = {
         f"{name}_conversations": len(feats),
         f"{name}_mean_length": round(sum(lengths) / len(lengths), 1),
         f"{name}_steps": len(padmax.batches),
-        f"{name}_tokens_per_s_padmax": round(padmax.tokens_per_s, 2),
-        f"{name}_tokens_per_s_dynamic": round(dynamic.tokens_per_s, 2),
-        f"{name}_padding_efficiency_padmax": round(padmax.padding_efficiency, 4),
-        f"{name}_padding_efficiency_dynamic": round(dynamic.padding_efficiency, 4),
-        f"{name}_speedup": round(speedup, 3),
-        f"{name}_speedup_predicted": round(predicted, 3),
-        f"{name}_speedup_vs_predicted": round(speedup / predicted, 3),
+        f"{name}_steps_packed": len(packed.batches),
         f"{name}_matmul_peak_gflops_fp32": round(peak, 1),
-        f"{name}_mfu_dynamic": round(flops / dynamic.seconds / (peak * 1e9), 4),
-        f"{name}_mfu_padmax": round(flops / padmax.seconds / (peak * 1e9), 4),
     }
+    for key, p in paths.items():
+        res[f"{name}_tokens_per_s_{key}"] = round(p.tokens_per_s, 2)
+        res[f"{name}_padding_efficiency_{key}"] = round(p.padding_efficiency, 4)
+        res[f"{name}_mfu_{key}"] = round(flops / p.seconds / (peak * 1e9), 4)
+    for key, p in (("", dynamic), ("_packed", packed)):
+        speedup = p.tokens_per_s / padmax.tokens_per_s
+        predicted = p.padding_efficiency / padmax.padding_efficiency
+        res[f"{name}_speedup{key}"] = round(speedup, 3)
+        res[f"{name}_speedup{key}_predicted"] = round(predicted, 3)
+        res[f"{name}_speedup{key}_vs_predicted"] = round(speedup / predicted, 3)
+    return res
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -190,11 +205,13 @@ def run(quick: bool = False) -> dict[str, Any]:
     model_cfg = _model_config(tok, tok_dir, quick)
     torch.manual_seed(0)
     init_state = {k: v.clone() for k, v in LlamaForCausalLM(model_cfg).state_dict().items()}
-    # Two models with AdamW state live side by side (interleaved steps); at 2048 tokens a batch of 2
-    # keeps the full-size run near 12 GB (a batch of 4 does not fit in 24 GB with full logits).
+    # Three models with AdamW state live side by side (interleaved steps); at 2048 tokens a batch of 2
+    # keeps the full-size run within 24 GB (a batch of 4 does not fit with full logits). First rounds
+    # get twice the steps: packing needs enough short conversations to fill its rows.
     batch_size = 2
     steps = 3 if quick else 4
     n = batch_size * steps
+    n_first = n if quick else 2 * n
 
     results: dict[str, Any] = {
         "model": "SmolLM2-135M-shaped" if not quick else "SmolLM2-135M vocab/context, narrow (quick)",
@@ -204,7 +221,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         "batch_size": batch_size,
         "torch_threads": torch.get_num_threads(),
     }
-    first = _features(tok, n, max_rounds=1)
+    first = _features(tok, n_first, max_rounds=1)
     whole = _features(tok, n, max_rounds=None)
     results.update(_mix("first_round", tok, model_cfg, init_state, first, batch_size))
     results.update(_mix("whole", tok, model_cfg, init_state, whole, batch_size))
@@ -217,6 +234,8 @@ def run(quick: bool = False) -> dict[str, Any]:
     results["padding_efficiency_dynamic_long"] = results["whole_padding_efficiency_dynamic"]
     results["speedup_vs_predicted"] = results["first_round_speedup_vs_predicted"]
     results["speedup_vs_predicted_long"] = results["whole_speedup_vs_predicted"]
+    results["speedup_packed_vs_padmax"] = results["first_round_speedup_packed"]
+    results["speedup_packed_vs_padmax_long"] = results["whole_speedup_packed"]
     results["tokens_per_s_dynamic"] = results["first_round_tokens_per_s_dynamic"]
     results["tokens_per_s_padmax"] = results["first_round_tokens_per_s_padmax"]
     results["mfu"] = results["whole_mfu_dynamic"]
