@@ -16,6 +16,9 @@ TINY = {
     "preprocess": {"n": 12},
     "loss": {"seq_len": 96, "vocab": 500, "hidden": 32, "reps": 1},
     "generate": {"n_prompts": 2, "max_new_tokens": 3, "batch_size": 2},
+    "train": {"steps": 2, "max_length": 256,
+              "shape": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                        "num_attention_heads": 2, "num_key_value_heads": 1}},
 }
 
 
@@ -75,3 +78,25 @@ def test_cli_machine_part_json(cli, tmp_path):
     data = json.loads(out.read_text())
     assert data["quick"] is True and _positive(data["matmul_gflops"])
     assert set(PARTS) >= {"machine", "preprocess", "loss", "generate", "train"}
+
+
+def test_train_part_measures_all_three_paths_on_the_same_tokens(tmp_path):
+    out = tmp_path / "bench.json"
+    res = run_suite(quick=True, parts=["train"], json_path=out, sizes=TINY)
+    assert res["errors"] == {}
+    tr = json.loads(out.read_text())["train"]
+    for mix in ("first_round", "whole"):
+        for path in ("padmax", "dynamic", "packed"):
+            assert _positive(tr[f"{mix}_tokens_per_s_{path}"])
+            assert 0 < tr[f"{mix}_padding_efficiency_{path}"] <= 1
+            assert _positive(tr[f"{mix}_mfu_{path}"])
+        # padding to max length computes at least as many positions as padding to the longest
+        assert tr[f"{mix}_padding_efficiency_dynamic"] >= tr[f"{mix}_padding_efficiency_padmax"]
+        ratio = tr[f"{mix}_tokens_per_s_dynamic"] / tr[f"{mix}_tokens_per_s_padmax"]
+        assert math.isclose(tr[f"{mix}_speedup"], ratio, rel_tol=0.01)
+        predicted = tr[f"{mix}_padding_efficiency_dynamic"] / tr[f"{mix}_padding_efficiency_padmax"]
+        assert math.isclose(tr[f"{mix}_speedup_predicted"], predicted, rel_tol=0.01)
+    assert tr["max_length"] == 256 and tr["hidden_size"] == 32
+    assert tr["speedup_dynamic_vs_padmax"] == tr["first_round_speedup"]
+    assert tr["speedup_dynamic_vs_padmax_long"] == tr["whole_speedup"]
+    assert _positive(tr["mfu"])

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import A, S, U  # tests/ is on sys.path (rootdir-less test modules)
 
 from sftlab.data import (
     DROP_LATE_SYSTEM,
@@ -25,18 +26,6 @@ from sftlab.data import (
 from sftlab.errors import DataError, SftlabError
 
 FIXTURES = Path(__file__).parent / "fixtures"
-
-
-def U(text):
-    return {"role": "user", "content": text}
-
-
-def A(text):
-    return {"role": "assistant", "content": text}
-
-
-def S(text):
-    return {"role": "system", "content": text}
 
 
 # ----------------------------------------------------------------------------- normalisation

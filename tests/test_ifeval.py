@@ -170,7 +170,7 @@ def test_input_unknown_instruction_and_bad_json(tmp_path):
     with pytest.raises(DataError, match="unknown instruction id 'made:up'"):
         load_ifeval_inputs(str(bad))
     bad.write_text("{broken\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"in.jsonl:1: not valid JSON"):
+    with pytest.raises(DataError, match=r"in.jsonl:1: invalid JSON"):
         load_ifeval_inputs(str(bad))
     with pytest.raises(DataError, match="not found"):
         load_ifeval_inputs(str(tmp_path / "missing.jsonl"))
@@ -184,7 +184,7 @@ def test_responses_file_errors(tmp_path, gpt4):
     with pytest.raises(DataError, match=r"r.jsonl:2: field 'prompt': prompt not found"):
         read_responses_for_scoring(f, inputs)
     f.write_text(good + "\n" + good[:20] + "\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"r.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"r.jsonl:2: invalid JSON"):
         read_responses_for_scoring(f, inputs)
     f.write_text(json.dumps({"prompt": inputs[0]["prompt"]}) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"r.jsonl:1: field 'response'"):

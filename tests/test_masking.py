@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from helpers import A, S, U  # tests/ is on sys.path (rootdir-less test modules)
 
 from sftlab import masking
 from sftlab.cli import main
@@ -26,18 +27,6 @@ from sftlab.masking import (
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GGUF_DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
-
-def U(text):
-    return {"role": "user", "content": text}
-
-
-def A(text):
-    return {"role": "assistant", "content": text}
-
-
-def S(text):
-    return {"role": "system", "content": text}
 
 
 # ----------------------------------------------------------------------------- an independent oracle

@@ -402,7 +402,7 @@ def test_api_key_in_config_is_refused_never_echoed_never_written(failing_runs, c
 # ------------------------------------------------------------------------------------------------
 
 IFEVAL_EXPECT = {
-    "responses_broken_line": ["{file}:2: not valid JSON"],
+    "responses_broken_line": ["{file}:2: invalid JSON"],
     "responses_undecodable": ["{file}:2: not valid UTF-8"],
     "inputs_undecodable": ["{file}:3: not valid UTF-8"],
     "resume_damaged_responses": ["{file}:2: not a valid response record"],

@@ -223,33 +223,43 @@ def conversation_shape(messages: list[dict[str, str]]) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_text(path: Path) -> str:
-    """Read a whole file as UTF-8, with located errors for missing, empty and undecodable files."""
+def _read_text(path: Path, *, where: str | None = None, allow_empty: bool = False) -> str:
+    """Read a whole file as UTF-8, with located errors for missing, empty and undecodable files.
+
+    ``where`` names the file in errors (default: the path as given).
+    """
+    where = where or str(path)
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        raise DataError(str(path), "no such file") from None
+        raise DataError(where, "no such file") from None
     except IsADirectoryError:
-        raise DataError(str(path), "is a directory, expected a file") from None
+        raise DataError(where, "is a directory, expected a file") from None
     except OSError as e:
-        raise DataError(str(path), f"cannot read file: {e.strerror or e}") from None
+        raise DataError(where, f"cannot read file: {e.strerror or e}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         line = raw.count(b"\n", 0, e.start) + 1
         raise DataError(
-            str(path), f"not valid UTF-8 (undecodable byte 0x{raw[e.start]:02x} at byte offset {e.start})", line=line
+            where, f"not valid UTF-8 (undecodable byte 0x{raw[e.start]:02x} at byte offset {e.start})", line=line
         ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    if not text.strip():
-        raise DataError(str(path), "file is empty")
+    if not allow_empty and not text.strip():
+        raise DataError(where, "file is empty")
     return text
 
 
-def _iter_jsonl(path: Path, name: str) -> Iterator[_Record]:
-    text = _read_text(path)
-    index = 0
+def iter_jsonl(path: str | Path, *, where: str | None = None, allow_empty: bool = False) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` for every non-blank line of a JSONL file.
+
+    The one JSONL reader of sftlab (conversations, IFEval inputs, responses to score): a missing,
+    undecodable or unparsable file is a :class:`DataError` naming the file and line, never a traceback.
+    """
+    path = Path(path)
+    where = where or str(path)
+    text = _read_text(path, where=where, allow_empty=allow_empty)
     # Split on "\n" only: str.splitlines() would also split inside JSON strings holding U+2028 & co.
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -257,9 +267,13 @@ def _iter_jsonl(path: Path, name: str) -> Iterator[_Record]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            raise DataError(str(path), f"invalid JSON: {e.msg} (column {e.colno})", line=lineno) from None
+            raise DataError(where, f"invalid JSON: {e.msg} (column {e.colno})", line=lineno) from None
+        yield lineno, obj
+
+
+def _iter_jsonl(path: Path, name: str) -> Iterator[_Record]:
+    for index, (lineno, obj) in enumerate(iter_jsonl(path)):
         yield _Record(obj, str(path), name, index, line=lineno)
-        index += 1
 
 
 def _iter_json(path: Path, name: str) -> Iterator[_Record]:
@@ -400,19 +414,24 @@ def _iter_sharegpt(notes: list[str]) -> Iterator[_Record]:
         yield _Record(item, str(path), SHAREGPT_NAME, i)
 
 
-def _iter_hub(dataset_id: str) -> Iterator[_Record]:
+def load_hub_split(dataset_id: str, *, what: str, offline_hint: str, split: str = "train") -> Any:
+    """One split of a hub dataset; any failure (offline, unknown id, missing split) is a one-line
+    :class:`SftlabError` that names ``what`` was being loaded and how to do without the hub."""
     try:
         import datasets
     except ImportError:  # pragma: no cover - a hard dependency
         raise SftlabError("loading a hub dataset needs the 'datasets' package") from None
     try:
-        ds = datasets.load_dataset(dataset_id, split="train")
+        return datasets.load_dataset(dataset_id, split=split)
     except Exception as e:  # offline, unknown id, missing split: all user-fixable
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SftlabError(
-            f"cannot load hub dataset '{dataset_id}' (split 'train'): {first}. Offline? Give a local "
-            f"JSON/JSONL file or directory, or 'sharegpt' for the bundled ShareGPT data"
-        ) from None
+        raise SftlabError(f"cannot load {what} '{dataset_id}' (split '{split}') from the hub: {first}. "
+                          f"{offline_hint}") from None
+
+
+def _iter_hub(dataset_id: str) -> Iterator[_Record]:
+    ds = load_hub_split(dataset_id, what="hub dataset", offline_hint="Offline? Give a local JSON/JSONL file or "
+                        "directory, or 'sharegpt' for the bundled ShareGPT data")
     for i, row in enumerate(ds):
         yield _Record(row, dataset_id, dataset_id, i)
 

@@ -36,6 +36,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sftlab.data import iter_jsonl, load_hub_split
 from sftlab.errors import DataError, SftlabError
 from sftlab.utils import atomic_write_json, atomic_write_text, environment_info, file_fingerprint, stable_hash
 
@@ -145,15 +146,7 @@ def load_ifeval_inputs(path_or_id: str) -> list[dict]:
         path = Path(spec).expanduser()
         if not path.is_file():
             raise DataError(spec, "IFEval input file not found")
-        records = []
-        for lineno, line in _utf8_lines(path, spec):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(spec, f"not valid JSON ({e.msg})", line=lineno) from e
-            records.append((lineno, rec))
+        records = list(iter_jsonl(path, where=spec, allow_empty=True))
     else:
         records = list(enumerate(_load_hub(spec), 1))
     if not records:
@@ -169,27 +162,9 @@ def load_ifeval_inputs(path_or_id: str) -> list[dict]:
     return inputs
 
 
-def _utf8_lines(path: Path, where: str) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of a JSONL file; undecodable bytes are a located DataError, not a traceback."""
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                yield lineno, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(where, f"not valid UTF-8 (undecodable byte 0x{raw[e.start]:02x})", line=lineno) from None
-
-
 def _load_hub(dataset_id: str) -> list[dict]:
-    try:
-        from datasets import load_dataset
-
-        ds = load_dataset(dataset_id, split="train")
-    except Exception as e:  # network, offline mode, unknown id: all user-fixable
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SftlabError(
-            f"cannot load IFEval data '{dataset_id}' from the Hugging Face hub ({first}); offline, pass the "
-            f"local JSONL with --ifeval-data (e.g. ../shared/ifeval/input_data.jsonl)"
-        ) from e
+    ds = load_hub_split(dataset_id, what="IFEval data", offline_hint="Offline? Pass the local JSONL with "
+                        "--ifeval-data (e.g. ../shared/ifeval/input_data.jsonl)")
     return [dict(r) for r in ds]
 
 
@@ -241,13 +216,7 @@ def read_responses_for_scoring(path: str | Path, inputs: list[dict]) -> dict[str
     known = {inp["prompt"] for inp in inputs}
     out: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    for lineno, line in _utf8_lines(path, str(path)):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(str(path), f"not valid JSON ({e.msg})", line=lineno) from e
+    for lineno, rec in iter_jsonl(path, allow_empty=True):
         if not isinstance(rec, dict):
             raise DataError(str(path), "record is not a JSON object", line=lineno)
         for field in ("prompt", "response"):

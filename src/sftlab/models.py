@@ -137,7 +137,8 @@ def load_tokenizer(spec: str, *, chat_template: str | None = None, trust_remote_
 
 
 def load_model(spec: str, *, dtype: Any = None, trust_remote_code: bool = False, **kwargs: Any):
-    """Load a causal LM from any spec; GGUF weights are dequantised to ``dtype`` (float32 by default)."""
+    """Load a causal LM from any spec; GGUF weights are dequantised to ``dtype`` (float32 by default)
+    and the model is returned as an ordinary float model (see :func:`_drop_gguf_quantizer`)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -155,4 +156,24 @@ def load_model(spec: str, *, dtype: Any = None, trust_remote_code: bool = False,
         )
     except (OSError, ValueError) as e:
         raise SftlabError(f"cannot load model '{spec}': {str(e).splitlines()[0]}") from e
+    if src.gguf_file:
+        _drop_gguf_quantizer(model)
     return model
+
+
+def _drop_gguf_quantizer(model) -> None:
+    """Make a GGUF-loaded model an ordinary float model.
+
+    transformers dequantises GGUF weights to float on load but keeps its GGUF quantizer attached, so
+    the Trainer refuses to fine-tune it ("purely quantized model") and ``save_pretrained`` would
+    record a GGUF quantization config. The weights are plain float tensors: detach both.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
+    if quantizer is None or str(getattr(method, "value", method)) != "gguf":
+        return
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+

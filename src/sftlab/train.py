@@ -934,7 +934,6 @@ def _prepare_model(cfg: SFTConfig, tokenizer, *, gradient_checkpointing: bool):
 
     kwargs = {"attn_implementation": cfg.attn_implementation or "sdpa"}
     model = load_model(cfg.model, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code, **kwargs)
-    _drop_gguf_quantizer(model)
     vocab = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > vocab:
         model.resize_token_embeddings(len(tokenizer))
@@ -963,23 +962,6 @@ def _prepare_model(cfg: SFTConfig, tokenizer, *, gradient_checkpointing: bool):
         if gradient_checkpointing:
             model.enable_input_require_grads()
     return model
-
-
-def _drop_gguf_quantizer(model) -> None:
-    """Make a GGUF-loaded model an ordinary float model.
-
-    transformers dequantises GGUF weights to float on load but keeps its GGUF quantizer attached, so
-    the Trainer refuses to fine-tune it ("purely quantized model") and ``save_pretrained`` would
-    record a GGUF quantization config. The weights are plain float tensors: detach both.
-    """
-    quantizer = getattr(model, "hf_quantizer", None)
-    method = getattr(getattr(quantizer, "quantization_config", None), "quant_method", None)
-    if quantizer is None or str(getattr(method, "value", method)) != "gguf":
-        return
-    model.hf_quantizer = None
-    model.is_quantized = False
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
 
 
 def _split(dataset, eval_fraction: float, seed: int):

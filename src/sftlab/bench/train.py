@@ -13,7 +13,9 @@ Two data mixes from the bundled ShareGPT: first rounds only (``max_rounds=1``, s
 conversations (long, many truncated at 2048). For each mix and path we report real (non-pad) tokens
 per second, the padding efficiency (real tokens / computed positions), the measured speedup, and the
 ratio of that speedup to the one the efficiencies predict (>1: padding cost more than its share of
-positions, e.g. attention is quadratic; <1: per-batch overheads the padding hid).
+positions, e.g. attention is quadratic; <1: per-batch overheads the padding hid). A second prediction,
+``*_predicted_flops``, divides the FLOPs each path's kernels compute (every position, attention over
+the full padded width) instead of the positions, so it accounts for the quadratic attention.
 
 MFU is the useful model FLOPs (real tokens only: ``6 * N * n`` for the matmuls with ``N`` the
 non-embedding parameters plus the output projection, and ``6 * layers * hidden * n^2`` for causal
@@ -43,7 +45,8 @@ def _tokenizer():
     return load_tokenizer("HuggingFaceTB/SmolLM2-135M", chat_template="chatml"), None
 
 
-def _model_config(tok, tok_dir: Path | None, quick: bool):
+def _model_config(tok, tok_dir: Path | None, quick: bool, max_length: int = MAX_LENGTH,
+                  shape: dict[str, int] | None = None):
     import json
 
     from transformers import LlamaConfig
@@ -58,11 +61,12 @@ def _model_config(tok, tok_dir: Path | None, quick: bool):
     if quick:  # same vocabulary and context, a fraction of the width and depth
         base.update({"hidden_size": 192, "intermediate_size": 512, "num_hidden_layers": 4,
                      "num_attention_heads": 3, "num_key_value_heads": 1})
-    return LlamaConfig(vocab_size=len(tok), max_position_embeddings=MAX_LENGTH, bos_token_id=tok.bos_token_id,
+    base.update(shape or {})
+    return LlamaConfig(vocab_size=len(tok), max_position_embeddings=max_length, bos_token_id=tok.bos_token_id,
                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **base)
 
 
-def _features(tok, n: int, max_rounds: int | None) -> list[dict[str, list[int]]]:
+def _features(tok, n: int, max_rounds: int | None, max_length: int = MAX_LENGTH) -> list[dict[str, list[int]]]:
     """The first ``n`` usable ShareGPT conversations, masked (assistant tokens) and cut at 2048."""
     from sftlab.data import load_conversations
     from sftlab.masking import encode_conversation
@@ -70,7 +74,7 @@ def _features(tok, n: int, max_rounds: int | None) -> list[dict[str, list[int]]]
     res = load_conversations("sharegpt", max_samples=n * 2, max_rounds=max_rounds)
     feats = []
     for conv in res.conversations:
-        f = encode_conversation(conv, tok, max_length=MAX_LENGTH)
+        f = encode_conversation(conv, tok, max_length=max_length)
         if any(x != -100 for x in f["labels"][1:]):
             feats.append(f)
         if len(feats) == n:
@@ -106,6 +110,7 @@ class _Path:
         self.feats, self.batches, self.collator = feats, batches, collator
         self.seconds = 0.0
         self.real = self.positions = 0
+        self.computed_flops = 0.0  # what the kernels compute: every position, attention over the full width
         self.losses: list[float] = []
 
     def _forward_backward(self, batch: dict) -> tuple[Any, int]:
@@ -131,6 +136,8 @@ class _Path:
         t0 = time.perf_counter()
         batch = self.collator([self.feats[j] for j in self.batches[i]])
         positions = batch["input_ids"].numel()
+        rows, width = batch["input_ids"].shape
+        self.computed_flops += useful_flops(self.model.config, [width] * rows)
         loss, real = self._forward_backward(batch)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
@@ -148,7 +155,8 @@ class _Path:
         return self.real / self.positions
 
 
-def _mix(name: str, tok, model_cfg, init_state, feats, batch_size: int) -> dict[str, Any]:
+def _mix(name: str, tok, model_cfg, init_state, feats, batch_size: int,
+         max_length: int = MAX_LENGTH) -> dict[str, Any]:
     """Train the paths on one mix, alternating their steps so all see the same machine load."""
     from sftlab.bench.machine import matmul_gflops
     from sftlab.collate import PackedCollator, SFTDataCollator, length_grouped_indices, pack_examples
@@ -156,12 +164,12 @@ def _mix(name: str, tok, model_cfg, init_state, feats, batch_size: int) -> dict[
     lengths = [len(f["input_ids"]) for f in feats]
     pad_id = tok.pad_token_id
     padmax = _Path(model_cfg, init_state, feats, _batches(list(range(len(feats))), batch_size),
-                   SFTDataCollator(pad_token_id=pad_id, padding="max_length", max_length=MAX_LENGTH))
+                   SFTDataCollator(pad_token_id=pad_id, padding="max_length", max_length=max_length))
     dynamic = _Path(model_cfg, init_state, feats,
                     _batches(length_grouped_indices(lengths, batch_size, seed=0, epoch=0), batch_size),
                     SFTDataCollator(pad_token_id=pad_id, padding="longest"))
     # Packing: the same conversations filled into rows of up to 2048 tokens, fewer steps.
-    rows = pack_examples(feats, MAX_LENGTH)
+    rows = pack_examples(feats, max_length)
     packed = _Path(model_cfg, init_state, rows, _batches(list(range(len(rows))), batch_size),
                    PackedCollator(pad_token_id=pad_id))
     paths = {"padmax": padmax, "dynamic": dynamic, "packed": packed}
@@ -191,25 +199,33 @@ def _mix(name: str, tok, model_cfg, init_state, feats, batch_size: int) -> dict[
     for key, p in (("", dynamic), ("_packed", packed)):
         speedup = p.tokens_per_s / padmax.tokens_per_s
         predicted = p.padding_efficiency / padmax.padding_efficiency
+        # The same prediction with attention's cost growing with the padded width (quadratic):
+        # padding a 400-token conversation to 2048 wastes more than its share of positions.
+        predicted_flops = padmax.computed_flops / p.computed_flops
         res[f"{name}_speedup{key}"] = round(speedup, 3)
         res[f"{name}_speedup{key}_predicted"] = round(predicted, 3)
         res[f"{name}_speedup{key}_vs_predicted"] = round(speedup / predicted, 3)
+        res[f"{name}_speedup{key}_predicted_flops"] = round(predicted_flops, 3)
+        res[f"{name}_speedup{key}_vs_predicted_flops"] = round(speedup / predicted_flops, 3)
     return res
 
 
-def run(quick: bool = False) -> dict[str, Any]:
+def run(quick: bool = False, *, steps: int | None = None, max_length: int = MAX_LENGTH,
+        shape: dict[str, int] | None = None) -> dict[str, Any]:
+    """Both mixes, three paths each. ``steps``, ``max_length`` and ``shape`` (LlamaConfig fields)
+    shrink the work for tests; the figures of record use the defaults."""
     import torch
     from transformers import LlamaForCausalLM
 
     tok, tok_dir = _tokenizer()
-    model_cfg = _model_config(tok, tok_dir, quick)
+    model_cfg = _model_config(tok, tok_dir, quick, max_length, shape)
     torch.manual_seed(0)
     init_state = {k: v.clone() for k, v in LlamaForCausalLM(model_cfg).state_dict().items()}
     # Three models with AdamW state live side by side (interleaved steps); at 2048 tokens a batch of 2
     # keeps the full-size run within 24 GB (a batch of 4 does not fit with full logits). First rounds
     # get twice the steps: packing needs enough short conversations to fill its rows.
     batch_size = 2
-    steps = 3 if quick else 4
+    steps = steps or (3 if quick else 4)
     n = batch_size * steps
     n_first = n if quick else 2 * n
 
@@ -217,14 +233,14 @@ def run(quick: bool = False) -> dict[str, Any]:
         "model": "SmolLM2-135M-shaped" if not quick else "SmolLM2-135M vocab/context, narrow (quick)",
         "hidden_size": model_cfg.hidden_size,
         "layers": model_cfg.num_hidden_layers,
-        "max_length": MAX_LENGTH,
+        "max_length": max_length,
         "batch_size": batch_size,
         "torch_threads": torch.get_num_threads(),
     }
-    first = _features(tok, n_first, max_rounds=1)
-    whole = _features(tok, n, max_rounds=None)
-    results.update(_mix("first_round", tok, model_cfg, init_state, first, batch_size))
-    results.update(_mix("whole", tok, model_cfg, init_state, whole, batch_size))
+    first = _features(tok, n_first, max_rounds=1, max_length=max_length)
+    whole = _features(tok, n, max_rounds=None, max_length=max_length)
+    results.update(_mix("first_round", tok, model_cfg, init_state, first, batch_size, max_length))
+    results.update(_mix("whole", tok, model_cfg, init_state, whole, batch_size, max_length))
     # headline figures under the names the suite and report read
     results["speedup_dynamic_vs_padmax"] = results["first_round_speedup"]
     results["speedup_dynamic_vs_padmax_long"] = results["whole_speedup"]
