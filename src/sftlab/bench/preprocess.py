@@ -10,11 +10,11 @@ and one conversation per call (one core).
 Why the ratio has a ceiling: the reference tokenises every prefix of a conversation, so its work
 is ``prefix_tokenisations_per_conversation`` whole-conversation tokenisations (about half the
 number of messages, weighted by length); an exact method still has to tokenise each conversation
-once, so on one core it cannot beat the reference by more than that (``ceiling_one_core``
-measures it directly), and batching can multiply that by at most the number of cores.
+once, so on one core it cannot beat the reference by much more than that, and batching can
+multiply that by at most the number of cores.
 
-For scale, ``tokenize_only_conv_per_s`` is a floor no masking method can beat: render the
-template once and tokenise it once, with no mask at all. When TRL is installed (extra ``bench``)
+For scale, ``tokenize_only_conv_per_s`` renders the template once and tokenises it once per
+conversation, with no mask at all: about what any exact method costs on one core. When TRL is installed (extra ``bench``)
 its SFT tokenisation with assistant masks is timed on the same conversations; otherwise that
 entry says why it was skipped.
 """
@@ -123,7 +123,7 @@ def run(quick: bool = False, n: int | None = None, batch_size: int = BATCH) -> d
     t0 = time.perf_counter()
     ref = [encode_conversation(c, tok, max_length=MAX_LENGTH, method="prefix") for c in convs]
     prefix_s = time.perf_counter() - t0
-    # The floor of any exact method on one core: render once, tokenise once, no mask at all.
+    # About what any exact method costs on one core: render once, tokenise once, no mask at all.
     t0 = time.perf_counter()
     for c in convs:
         tok(tok.apply_chat_template(c, tokenize=False), add_special_tokens=False)
@@ -145,7 +145,6 @@ def run(quick: bool = False, n: int | None = None, batch_size: int = BATCH) -> d
         # How much tokenising the reference does, in whole-conversation tokenisations: the most any
         # method that still tokenises each conversation once can gain on one core.
         "prefix_tokenisations_per_conversation": _retokenisation_factor(tok, convs),
-        "ceiling_one_core": round(prefix_s / floor_s, 2) if floor_s > 0 else None,
         "cores": os.cpu_count(),
     }
     result.update(_time_trl(tok, convs))
