@@ -124,6 +124,9 @@ def test_trains_from_yaml_with_overrides_and_loss_falls(baseline):
     state = json.loads((baseline / "trainer_state.json").read_text())
     assert state["global_step"] == steps[-1]
     assert (baseline / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the Trainer's pickled TrainingArguments is not left behind, neither in checkpoints nor at the top
+    assert list(baseline.glob("checkpoint-*")), "the baseline run is expected to keep a checkpoint"
+    assert not list(baseline.rglob("training_args.bin"))
 
 
 def test_saved_model_loads_with_chat_template_and_stops_at_end_of_turn(baseline):

@@ -787,6 +787,13 @@ def _make_trainer_class():
             return super()._get_train_sampler(train_dataset)
 
         # -- checkpoints -------------------------------------------------------------------------
+        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            """The Trainer's save, less ``training_args.bin``: a pickle of TrainingArguments that
+            sftlab never reads (the resolved config is ``sftlab_config.yaml``), and a file a user
+            could be tempted to unpickle. No output of sftlab is a pickle meant for loading."""
+            super()._save(output_dir, state_dict=state_dict)
+            (Path(output_dir or self.args.output_dir) / "training_args.bin").unlink(missing_ok=True)
+
         def _save_checkpoint(self, model, trial):
             super()._save_checkpoint(model, trial)
             tot = self.sft_totals()  # collective: every rank is here
