@@ -176,4 +176,3 @@ def _drop_gguf_quantizer(model) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-

@@ -38,13 +38,13 @@ from sftlab.sweep import (
     fix_floats,
     log,
     read_json,
-    read_yaml_mapping,
     run_eval,
     run_training,
     set_dotted,
     validate_train_mapping,
     write_train_config,
 )
+from sftlab.train import read_config_file
 from sftlab.utils import atomic_write_text
 
 
@@ -82,7 +82,7 @@ class RunConfig:
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a training config with an ``eval:`` block; ``overrides`` use dotted keys (``eval.limit``)."""
-    raw = fix_floats(read_yaml_mapping(path, "config"))
+    raw = fix_floats(read_config_file(path, "config"))
     for k, v in (overrides or {}).items():
         set_dotted(raw, k, v)
     ev = raw.pop("eval", None)

@@ -51,6 +51,7 @@ from typing import Any
 import yaml
 
 from sftlab.errors import ConfigError, SftlabError
+from sftlab.train import read_config_file
 from sftlab.utils import atomic_write_json, atomic_write_text, stable_hash
 
 SWEEP_KEYS = ("base", "grid", "runs", "eval", "output_dir", "baseline", "report", "launcher")
@@ -88,23 +89,6 @@ def log(msg: str) -> None:
 def suggest(key: str, valid: list[str] | tuple[str, ...]) -> str:
     close = difflib.get_close_matches(key, list(valid), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} file not found: {p}")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: invalid YAML: {str(e).splitlines()[0]}") from e
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not valid UTF-8 (undecodable byte at offset {e.start})") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a {what} must be a YAML mapping of keys to values")
-    return data
 
 
 def parse_cli_overrides(tokens: list[str]) -> dict[str, Any]:
@@ -467,7 +451,7 @@ def expand_override_sets(grid: dict[str, Any] | None, runs: list[dict[str, Any]]
 def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepConfig:
     """Read a sweep file. ``overrides`` (dotted keys) set sweep keys (``output_dir``, ``eval.limit``, ...);
     any other key is applied to the base training config, for every run."""
-    raw = fix_floats(read_yaml_mapping(path, "sweep config"))
+    raw = fix_floats(read_config_file(path, "sweep config"))
     base_overrides = {}
     for k, v in (overrides or {}).items():
         if k.split(".")[0] in SWEEP_KEYS:
@@ -488,7 +472,7 @@ def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None)
         if not cand.is_file() and not cand.is_absolute():
             cand = Path(path).parent / base
         base_path = str(cand)
-        base = fix_floats(read_yaml_mapping(cand, "base training config"))
+        base = fix_floats(read_config_file(cand, "base training config"))
     elif not isinstance(base, dict):
         raise ConfigError(f"{path}: 'base' must be a path to a training config or a mapping")
     base = apply_overrides(base, base_overrides)
@@ -714,7 +698,7 @@ def load_run(d: str | Path, *, name: str | None = None, varied: dict[str, Any] |
     d = Path(d)
     train_dir, eval_dir = _locate(d)
     cfg_path = train_dir / "sftlab_config.yaml"
-    config = fix_floats(read_yaml_mapping(cfg_path, "resolved training config")) if cfg_path.is_file() else {}
+    config = fix_floats(read_config_file(cfg_path, "resolved training config")) if cfg_path.is_file() else {}
     summary = read_json(train_dir / "train_summary.json") if (train_dir / "train_summary.json").is_file() else {}
     metrics = read_jsonl(train_dir / "metrics.jsonl")
     eval_summary = read_json(eval_dir / "summary.json") if eval_dir is not None else None

@@ -297,19 +297,24 @@ def _merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """The YAML mapping in ``path`` (safe loader), with clear errors for missing or malformed files."""
+def read_config_file(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """The YAML mapping in ``path`` (safe loader), with clear errors for missing or malformed files.
+
+    ``what`` names the file in errors ("sweep config", "base training config", ...).
+    """
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist")
+        raise ConfigError(f"{what} file {p} does not exist")
     try:
         raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not valid UTF-8 (undecodable byte at offset {e.start})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {p} must be a mapping of keys to values, got {type(raw).__name__}")
+        raise ConfigError(f"{what} file {p} must be a mapping of keys to values, got {type(raw).__name__}")
     return raw
 
 

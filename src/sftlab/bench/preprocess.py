@@ -14,9 +14,9 @@ once, so on one core it cannot beat the reference by much more than that, and ba
 multiply that by at most the number of cores.
 
 For scale, ``tokenize_only_conv_per_s`` renders the template once and tokenises it once per
-conversation, with no mask at all: about what any exact method costs on one core. When TRL is installed (extra ``bench``)
-its SFT tokenisation with assistant masks is timed on the same conversations; otherwise that
-entry says why it was skipped.
+conversation, with no mask at all: about what any exact method costs on one core. When TRL is
+installed (extra ``bench``) its SFT tokenisation with assistant masks is timed on the same
+conversations; otherwise that entry says why it was skipped.
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sftlab.preprocess import ENCODE_BATCH as BATCH  # the batch `sftlab preprocess` encodes at once
+
 FULL_N = 2000
 QUICK_N = 200
 MAX_LENGTH = 2048
-BATCH = 64  # conversations per batched tokenisation, as in `sftlab preprocess`
 
 
 def _shared_tokenizer_dir() -> Path | None:

@@ -1,4 +1,5 @@
-"""Training throughput: pad-to-max-length (the reference pipeline) vs pad-to-longest with length grouping, and packing.
+"""Training throughput: pad-to-max-length (the reference pipeline) vs pad-to-longest with length
+grouping, and packing.
 
 All paths train a SmolLM2-135M-shaped random-init Llama (``--quick``: a narrower, shallower one with
 the same vocabulary and context) for the same number of optimizer steps on the *same* conversations,
@@ -135,13 +136,13 @@ class _Path:
     def step(self, i: int) -> None:
         t0 = time.perf_counter()
         batch = self.collator([self.feats[j] for j in self.batches[i]])
-        positions = batch["input_ids"].numel()
-        rows, width = batch["input_ids"].shape
-        self.computed_flops += useful_flops(self.model.config, [width] * rows)
         loss, real = self._forward_backward(batch)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         self.seconds += time.perf_counter() - t0
+        rows, width = batch["input_ids"].shape
+        positions = rows * width
+        self.computed_flops += useful_flops(self.model.config, [width] * rows)
         self.real += real
         self.positions += positions
         self.losses.append(loss.detach().item())
@@ -168,7 +169,7 @@ def _mix(name: str, tok, model_cfg, init_state, feats, batch_size: int,
     dynamic = _Path(model_cfg, init_state, feats,
                     _batches(length_grouped_indices(lengths, batch_size, seed=0, epoch=0), batch_size),
                     SFTDataCollator(pad_token_id=pad_id, padding="longest"))
-    # Packing: the same conversations filled into rows of up to 2048 tokens, fewer steps.
+    # Packing: the same conversations filled into rows of up to max_length tokens, fewer steps.
     rows = pack_examples(feats, max_length)
     packed = _Path(model_cfg, init_state, rows, _batches(list(range(len(rows))), batch_size),
                    PackedCollator(pad_token_id=pad_id))
