@@ -309,7 +309,7 @@ def test_overrides_parse_yaml_values_and_nested_keys():
 
     got = parse_overrides(["--learning_rate", "2e-5", "--lora.r=8", "--packing", "--report_to", "none",
                            "--lora.target_modules", "[q_proj, v_proj]", "--max_samples", "null"])
-    assert got == {"learning_rate": "2e-5", "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]},
+    assert got == {"learning_rate": 2e-5, "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]},
                    "packing": True, "report_to": "none", "max_samples": None}
 
 

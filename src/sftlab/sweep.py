@@ -31,9 +31,7 @@ results table and the report.
 
 from __future__ import annotations
 
-import copy
 import csv
-import difflib
 import io
 import itertools
 import json
@@ -50,9 +48,9 @@ from typing import Any
 
 import yaml
 
+from sftlab.config import apply_overrides, fix_floats, parse_overrides, read_config_file, set_dotted, suggest  # noqa: F401
 from sftlab.errors import ConfigError, SftlabError
-from sftlab.train import read_config_file
-from sftlab.utils import atomic_write_json, atomic_write_text, stable_hash
+from sftlab.utils import atomic_write_json, atomic_write_text, read_json, read_jsonl, stable_hash
 
 SWEEP_KEYS = ("base", "grid", "runs", "eval", "output_dir", "baseline", "report", "launcher")
 EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "max_new_tokens", "batch_size", "system_prompt", "backend")
@@ -79,72 +77,6 @@ NAME_ALIASES = {
 def log(msg: str) -> None:
     """Progress messages go to stderr, like the progress bars, so stdout stays for results."""
     print(msg, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Config helpers shared with ``sftlab run``
-# --------------------------------------------------------------------------------------------
-
-
-def suggest(key: str, valid: list[str] | tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, list(valid), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def parse_cli_overrides(tokens: list[str]) -> dict[str, Any]:
-    """``["--lr", "1e-4", "--eval.limit=8", "--bf16"]`` -> ``{"lr": 1e-4, "eval.limit": 8, "bf16": True}``.
-
-    Tokenised by :func:`sftlab.train.split_overrides`; values are parsed as YAML scalars so that
-    numbers, booleans and ``null`` get their types (``1e-4`` included, which YAML 1.1 would leave a
-    string). Dotted keys stay flat here: the sweep decides which of them are its own.
-    """
-    from sftlab.train import split_overrides
-
-    return {key: parse_scalar(raw) for key, raw in split_overrides(tokens)}
-
-
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
-
-
-def parse_scalar(raw: str) -> Any:
-    if _FLOAT_RE.match(raw.strip()):
-        return float(raw)
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        return raw
-
-
-def fix_floats(obj: Any) -> Any:
-    """YAML 1.1 reads ``1e-5`` (no dot) as a string; turn such strings back into floats."""
-    if isinstance(obj, dict):
-        return {k: fix_floats(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [fix_floats(v) for v in obj]
-    if isinstance(obj, str) and _FLOAT_RE.match(obj.strip()):
-        return float(obj)
-    return obj
-
-
-def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` inside nested mappings, creating them as needed."""
-    parts = key.split(".")
-    cur = cfg
-    for p in parts[:-1]:
-        nxt = cur.get(p)
-        if nxt is None:
-            nxt = cur[p] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"cannot set '{key}': '{p}' is not a mapping")
-        cur = nxt
-    cur[parts[-1]] = value
-
-
-def apply_overrides(cfg: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(cfg)
-    for k, v in overrides.items():
-        set_dotted(out, k, copy.deepcopy(v))
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -646,31 +578,6 @@ class RunRecord:
     eval_summary: dict[str, Any] | None
     varied: dict[str, Any] = field(default_factory=dict)
     status: str = "done"
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:  # ValueError: invalid JSON or undecodable bytes
-        raise SftlabError(f"cannot read {path}: {e}") from e
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Read JSON lines, ignoring a half-written last line (a run killed mid-write)."""
-    out = []
-    if not path.is_file():
-        return out
-    lines = path.read_text(encoding="utf-8").splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:
-                break
-            raise SftlabError(f"{path}:{i + 1}: invalid JSON: {e}") from e
-    return out
 
 
 def is_sweep_dir(d: Path) -> bool:

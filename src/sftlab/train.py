@@ -27,9 +27,7 @@ Why some things are done by hand rather than left to the Trainer:
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
-import io
 import json
 import math
 import os
@@ -44,8 +42,10 @@ from typing import Any
 
 import yaml
 
+from sftlab.config import merge, parse_overrides, read_config_file, split_overrides, suggest  # noqa: F401
 from sftlab.errors import ConfigError, SftlabError
-from sftlab.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, environment_info
+from sftlab.plots import plot_loss_curve
+from sftlab.utils import atomic_write_json, atomic_write_text, environment_info
 
 # --------------------------------------------------------------------------------------------------
 # Configuration
@@ -145,11 +145,6 @@ def _training_fields() -> dict[str, Any]:
     return out
 
 
-def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 def _type_name(tp: Any) -> str:
     if isinstance(tp, type):
         return tp.__name__
@@ -232,92 +227,6 @@ def _check_value(key: str, value: Any, tp: Any) -> Any:
     return v
 
 
-def split_overrides(tokens: list[str]) -> list[tuple[str, str]]:
-    """``["--lr", "1e-4", "--lora.r=8", "--packing"]`` -> ``[("lr", "1e-4"), ("lora.r", "8"), ("packing", "true")]``.
-
-    The one tokeniser of command-line overrides (train, run and sweep all use it); values stay raw
-    strings for the caller to parse. A flag with no value means ``true``; dashes in keys become
-    underscores.
-    """
-    pairs: list[tuple[str, str]] = []
-    items = list(tokens)
-    i = 0
-    while i < len(items):
-        tok = items[i]
-        if not tok.startswith("--") or len(tok) <= 2:
-            raise ConfigError(f"unexpected argument '{tok}': overrides are written --key value (or --key=value)")
-        key = tok[2:]
-        if "=" in key:
-            key, raw = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(items) and not items[i + 1].startswith("--"):
-            raw = items[i + 1]
-            i += 2
-        else:
-            raw = "true"
-            i += 1
-        pairs.append((key.replace("-", "_"), raw))
-    return pairs
-
-
-def parse_overrides(overrides: list[str] | dict | None) -> dict[str, Any]:
-    """``["--lr", "1e-4", "--lora.r=8", "--packing"]`` -> ``{"lr": 1e-4, "lora": {"r": 8}, "packing": True}``.
-
-    Values are parsed with ``yaml.safe_load`` so numbers, booleans, ``null`` and ``[a, b]`` lists work;
-    dotted keys reach into blocks.
-    """
-    if overrides is None:
-        return {}
-    if isinstance(overrides, dict):
-        return dict(overrides)
-    out: dict[str, Any] = {}
-    for key, raw in split_overrides(overrides):
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        target = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            nxt = target.setdefault(p, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"override --{key}: '{p}' is not a block")
-            target = nxt
-        target[parts[-1]] = value
-    return out
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
-
-
-def read_config_file(path: str | Path, what: str = "config") -> dict[str, Any]:
-    """The YAML mapping in ``path`` (safe loader), with clear errors for missing or malformed files.
-
-    ``what`` names the file in errors ("sweep config", "base training config", ...).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} file {p} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not valid UTF-8 (undecodable byte at offset {e.start})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{what} file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{what} file {p} must be a mapping of keys to values, got {type(raw).__name__}")
-    return raw
-
-
 def world_size_from_env() -> int:
     """Processes in this job (torchrun/accelerate set WORLD_SIZE), without initialising anything."""
     try:
@@ -361,7 +270,7 @@ def derive_gradient_accumulation(
 
 def _validate_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}{_suggest(str(value), list(choices))}")
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}{suggest(str(value), list(choices))}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | dict | None = None) -> tuple[SFTConfig, dict]:
@@ -372,7 +281,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     ``gradient_accumulation_steps``; ``output_dir`` defaults to ``runs/<config name>``.
     """
     raw = read_config_file(path) if path is not None else {}
-    raw = _merge(raw, parse_overrides(overrides))
+    raw = merge(raw, parse_overrides(overrides))
 
     ours = _sft_fields()
     theirs = _training_fields()
@@ -397,7 +306,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
         elif key in theirs:
             ta_kwargs[key] = _check_value(key, value, theirs[key]) if value is not None else None
         else:
-            raise ConfigError(f"unknown config key '{key}'{_suggest(key, valid)}")
+            raise ConfigError(f"unknown config key '{key}'{suggest(key, valid)}")
 
     cfg = SFTConfig(**sft_kwargs)
     if not cfg.model:
@@ -474,7 +383,7 @@ def _lora_from(value: Any) -> LoraSettings | None:
     kwargs = {}
     for k, v in value.items():
         if k not in fields_:
-            raise ConfigError(f"unknown lora key '{k}'{_suggest(str(k), list(fields_))}")
+            raise ConfigError(f"unknown lora key '{k}'{suggest(str(k), list(fields_))}")
         kwargs[k] = _check_value(f"lora.{k}", v, fields_[k])
     lora = LoraSettings(**kwargs)
     if lora.r < 1:
@@ -884,36 +793,6 @@ def _plain_number(v: Any) -> Any:
 # --------------------------------------------------------------------------------------------------
 # Outputs: summary and loss curve
 # --------------------------------------------------------------------------------------------------
-
-
-def plot_loss_curve(records: list[dict[str, Any]], path: str | Path, title: str = "") -> bool:
-    """Training loss per step (and eval loss when present) to a PNG, written atomically."""
-    train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
-    evals = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
-    if not train and not evals:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if train:
-        ax.plot([s for s, _ in train], [v for _, v in train], label="train loss", lw=1.2)
-    if evals:
-        ax.plot([s for s, _ in evals], [v for _, v in evals], "o-", label="eval loss", lw=1.5)
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("cross-entropy (nats/token)")
-    if title:
-        ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return True
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sftlab.errors import SftlabError
+
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` so that a reader sees either the old file or the whole new one.
@@ -121,3 +123,35 @@ def setup_nltk_data() -> None:
         if cand.is_dir():
             os.environ["NLTK_DATA"] = str(cand)
             return
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file, or a :class:`SftlabError` naming it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: invalid JSON or undecodable bytes
+        raise SftlabError(f"cannot read {path}: {e}") from e
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file sftlab appends to (``metrics.jsonl``, ``responses.jsonl``).
+
+    A missing file is empty; a half-written last line (a run killed mid-write) is ignored; any other
+    bad line is an error naming the file and line, because silently skipping it would lose records.
+    """
+    path = Path(path)
+    out = []
+    if not path.is_file():
+        return out
+    lines = path.read_text(encoding="utf-8").splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:
+                break
+            raise SftlabError(f"{path}:{i + 1}: invalid JSON: {e}") from e
+    return out

@@ -19,10 +19,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sftlab.config import parse_overrides
     from sftlab.run import format_outcome, load_run_config, run_experiment
-    from sftlab.sweep import parse_cli_overrides
 
-    overrides = parse_cli_overrides(args.overrides or [])
+    overrides = parse_overrides(args.overrides or [], nested=False)
     # argparse hands everything after CONFIG to the overrides: pick our own options out of them.
     launcher = overrides.pop("launcher", None) or args.launcher
     no_report = bool(overrides.pop("no_report", False)) or args.no_report

@@ -16,9 +16,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sftlab.sweep import load_sweep_config, parse_cli_overrides, results_markdown, run_sweep
+    from sftlab.config import parse_overrides
+    from sftlab.sweep import load_sweep_config, results_markdown, run_sweep
 
-    cfg = load_sweep_config(args.sweep, parse_cli_overrides(args.overrides or []))
+    cfg = load_sweep_config(args.sweep, parse_overrides(args.overrides or [], nested=False))
     res = run_sweep(cfg)
     import json
 
