@@ -1145,5 +1145,10 @@ def augment_conversations(
 
 
 def records_to_jsonl(records: list[dict[str, Any]]) -> str:
-    """The output file's text: one compact JSON object per line, key order fixed."""
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    """The output file's text: one JSON object per line, key order fixed.
+
+    U+2028/U+2029 are escaped: valid JSON either way, but line-splitting readers (``str.splitlines``)
+    would cut a record in two at a raw one.
+    """
+    return "".join(json.dumps(r, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+                   + "\n" for r in records)

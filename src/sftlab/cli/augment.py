@@ -75,7 +75,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sftlab.augment import AugmentConfig, augment_conversations, records_to_jsonl
+    from sftlab.augment import AugmentConfig, augment_conversations, load_ifeval_prompts, records_to_jsonl
     from sftlab.data import format_skips, load_conversations
     from sftlab.errors import ConfigError
     from sftlab.utils import atomic_write_json, atomic_write_text
@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
                         ratio=args.ratio, seed=args.seed, ngram=args.ngram, decontaminate=not args.no_decontaminate,
                         ifeval_data=args.ifeval_data)
+    # IFEval inputs first: a bad --ifeval-data must fail before any reading or output.
+    prompts = load_ifeval_prompts(args.ifeval_data) if args.ifeval_data and cfg.decontaminate else None
     loaded = load_conversations(args.data, conversation_field=args.conversation_field, max_samples=args.max_samples,
                                 sample_seed=args.sample_seed, max_rounds=args.max_rounds)
     print(f"sftlab augment: read {loaded.stats['records_read']}, kept {loaded.stats['kept']}, "
@@ -95,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     if args.ifeval_data is None:
         print("sftlab augment: warning: no --ifeval-data, so conversations were not decontaminated against IFEval",
               file=sys.stderr)
-    records, stats = augment_conversations(loaded.conversations, cfg, ids=loaded.ids, progress=not args.no_progress)
+    records, stats = augment_conversations(loaded.conversations, cfg, prompts, ids=loaded.ids,
+                                          progress=not args.no_progress)
     atomic_write_text(out, records_to_jsonl(records))
     stats_path = out.with_name(out.stem + ".stats.json")
     atomic_write_json(stats_path, {"config": cfg.to_dict(), "data": loaded.stats, **stats.to_dict()})
