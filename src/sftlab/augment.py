@@ -57,6 +57,7 @@ MAX_REPEAT_PROMPT_CHARS = 400
 
 # Why an instruction was not emitted (stats["types"][id]["dropped"] keys).
 DROP_EMPTY = "empty reply"
+DROP_EMPTY_PROMPT = "empty prompt"
 DROP_FAILED_CHECK = "failed the IFEval checker"
 DROP_PARTNER = "another instruction of the example failed"
 DROP_OVERLAP = "instruction wording overlaps an IFEval prompt"
@@ -409,7 +410,7 @@ def _postscript(job: Job) -> Result:
     return f"{job.reply.rstrip()}\n\n{written} {job.rng.choice(_POSTSCRIPTS)}", {"postscript_marker": marker}
 
 
-def title_for(prompt: str, reply: str) -> tuple[str, str]:
+def title_for(prompt: str, reply: str, *, keep_bold: bool = False) -> tuple[str, str]:
     """A title and the reply without the line it came from (if any).
 
     In order: a ``Title:`` line, a leading markdown heading or bold line, else the request's first
@@ -418,10 +419,13 @@ def title_for(prompt: str, reply: str) -> tuple[str, str]:
     lines = reply.strip().split("\n")
     first = lines[0].strip() if lines else ""
     rest = "\n".join(lines[1:]).lstrip("\n")
-    for pattern in (r"^(?:\*\*)?title:?(?:\*\*)?:?\s*(.+?)(?:\*\*)?$", r"^#{1,6}\s+(.+?)#*$", r"^\*\*([^*]{3,80})\*\*$"):
+    patterns = [r"^(?:\*\*)?title:?(?:\*\*)?:?\s*(.+?)(?:\*\*)?$", r"^#{1,6}\s+(.+?)#*$"]
+    if not keep_bold:  # a bold line may be one of the highlights another instruction counts on
+        patterns.append(r"^\*\*([^*]{3,80})\*\*$")
+    for pattern in patterns:
         m = re.match(pattern, first, flags=re.IGNORECASE)
         if m and rest.strip():
-            text = m.group(1).strip().strip('"*').strip()
+            text = m.group(1).strip().strip('"*').strip().rstrip(":").strip()
             if 0 < len(text) <= 80 and "<" not in text and ">" not in text:
                 return text, rest
     counts = Counter(w.lower() for w in _WORD_RE.findall(reply))
@@ -430,11 +434,16 @@ def title_for(prompt: str, reply: str) -> tuple[str, str]:
     words = sorted(pool, key=lambda w: -counts[w])[:3]  # stable: ties keep first-use order
     if not words:
         raise Skip("no words for a title")
-    return " ".join(w[:1].upper() + w[1:] for w in words), reply.strip()
+    as_written = {}  # keep the reply's own spelling of each word ("CascadeType", "JSON")
+    for w in _WORD_RE.findall(reply):
+        as_written.setdefault(w.lower(), w)
+    shown = [as_written.get(w, w) for w in words]
+    return " ".join(w[:1].upper() + w[1:] for w in shown), reply.strip()
 
 
 def _title(job: Job) -> Result:
-    title, body = title_for(job.prompt, job.reply)
+    title, body = title_for(job.prompt, job.reply,
+                            keep_bold="detectable_format:number_highlighted_sections" in job.ids)
     return f"<<{title}>>\n\n{body}", {}
 
 
@@ -527,21 +536,40 @@ def _highlights(job: Job) -> Result:
     have = _count_highlights(job.reply)
     if have >= 1:  # relabel: markdown emphasis already there
         return job.reply, {"num_highlights": job.rng.randint(max(1, have // 2), have)}
-    cands = []
+    # What a person would emphasise: a list item's or a line's label ("Cost: ..."), else a short
+    # opening sentence of a line. Labels first, so a list gets its labels bolded rather than prose.
+    labels, sentences = [], []
     for i, line, code in _outside_code_lines(job.reply):
         m = _LINE_PREFIX.match(line)
         body = m.group(2) if m else ""
-        if code or "*" in line or len(body.split()) < 2:
+        if code or "*" in line or "`" in line or len(body.split()) < 2:
             continue
-        sentence = re.match(r"[^.!?:]*[.!?:]?", body).group(0).rstrip()
-        if len(sentence.split()) >= 2:
-            cands.append((i, m.group(1), sentence, body[len(sentence):]))
+        label = re.match(r"([^.!?:]{2,60}):\s", body)
+        if label and len(label.group(1).split()) <= 6:
+            labels.append((i, m.group(1), label.group(1), body[len(label.group(1)):]))
+            continue
+        sentence = re.match(r"[^.!?:]*[.!?]?", body).group(0).rstrip()
+        if 2 <= len(sentence.split()) <= 15:
+            sentences.append((i, m.group(1), sentence, body[len(sentence):]))
+    cands = labels if len(labels) >= 2 else labels + sentences
+    lines = job.reply.split("\n")
+    want = job.rng.choice((1, 2, 2, 3, 3, 4))
+    if len(cands) < want:  # else key terms: the request's words, bolded where the reply first uses them
+        taken = {c[0] for c in cands}
+        for word in _content_words(job.prompt):
+            for i, line, code in _outside_code_lines(job.reply):
+                m = re.search(r"\b" + re.escape(word) + r"\b", line, flags=re.IGNORECASE)
+                if m and i not in taken and not code and "*" not in line and "`" not in line and m.start() > 0:
+                    cands.append((i, line[:m.start()], m.group(0), line[m.end():]))
+                    taken.add(i)
+                    break
+            if len(cands) >= want:
+                break
     if not cands:
         raise Skip("no line to highlight")
-    n = min(len(cands), job.rng.choice((1, 2, 2, 3, 3, 4)))
-    lines = job.reply.split("\n")
-    for i, prefix, sentence, tail in sorted(job.rng.sample(cands, n)):
-        lines[i] = f"{prefix}**{sentence}**{tail}"  # bold: never mistaken for a '*' bullet
+    n = min(len(cands), want)
+    for i, prefix, span, tail in sorted(job.rng.sample(cands, n)):
+        lines[i] = f"{prefix}**{span}**{tail}"  # bold: never mistaken for a '*' bullet
     return "\n".join(lines), {"num_highlights": n}
 
 
@@ -549,7 +577,8 @@ def _sections(job: Job) -> Result:
     paras = paragraphs(job.reply)
     if len(paras) < 2:
         raise Skip("fewer than two paragraphs")
-    splitter = job.rng.choice(("SECTION", "Section"))
+    # An all-caps reply turns 'Section' into 'SECTION', which the checker then no longer counts.
+    splitter = "SECTION" if "change_case:english_capital" in job.ids else job.rng.choice(("SECTION", "Section"))
     if re.search(splitter + r"\s?\d", job.reply):
         raise Skip("reply already numbers sections")
     n = job.rng.randint(2, min(5, len(paras)))
@@ -574,6 +603,8 @@ def _first_word_of(paragraph: str) -> str:
 
 
 def _nth_paragraph(job: Job) -> Result:
+    if "```" in job.reply or "~~~" in job.reply:
+        raise Skip("reply has code")  # blank lines inside code would count as paragraph breaks
     text = re.sub(r"\n[ \t]*\n(?:[ \t]*\n)*", "\n\n", job.reply.strip())  # exactly one blank line between
     paras = text.split("\n\n")
     if not 2 <= len(paras) <= 10:
@@ -581,11 +612,14 @@ def _nth_paragraph(job: Job) -> Result:
     cands = [k for k, p in enumerate(paras, 1) if (w := _first_word_of(p)).isalpha() and len(w) > 1]
     if not cands:
         raise Skip("no paragraph starts with a word")
-    nth = job.rng.choice(cands)
+    telling = [k for k in cands if _first_word_of(paras[k - 1]) not in _STOPWORDS]
+    nth = job.rng.choice(telling or cands)
     return text, {"num_paragraphs": len(paras), "nth_paragraph": nth, "first_word": _first_word_of(paras[nth - 1])}
 
 
-_NATURAL_PLACEHOLDER = re.compile(r"\[[A-Za-z][\w '’/-]{0,40}\](?!\()")
+# "[Your Name]", "[company]", "[date of birth]": capitalised or lowercase words, not "[SimpleJob]"
+# (code), "[1]" (a citation) or "[text](url)" (a link).
+_NATURAL_PLACEHOLDER = re.compile(r"\[(?:[A-Z][a-z]+|[a-z]+)(?:[ /-][A-Za-z'’]+){0,5}\](?!\()")
 _SUBSTITUTIONS = (
     (re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"), "[email address]"),
     (re.compile(r"https?://[^\s)>\]]+"), "[link]"),
@@ -598,7 +632,8 @@ _SUBSTITUTIONS = (
 
 def _placeholders(job: Job) -> Result:
     rows = _outside_code_lines(job.reply)
-    natural = sum(len(_NATURAL_PLACEHOLDER.findall(line)) for _, line, code in rows if not code)
+    natural = sum(len(_NATURAL_PLACEHOLDER.findall(re.sub(r"`[^`]*`", "", line))) for _, line, code in rows
+                  if not code)
     if natural >= 1:  # relabel: a template reply that already has slots
         return job.reply, {"num_placeholders": job.rng.randint(1, min(natural, 8))}
     if has_code(job.reply):
@@ -1034,9 +1069,10 @@ def augment_one(messages: list[dict[str, str]], ids: list[str], rng: random.Rand
     reply = messages[-1]["content"]
     for iid in ids:
         stats.type_row(iid)["attempted"] += 1
-    if not reply.strip():
+    empty = DROP_EMPTY if not reply.strip() else DROP_EMPTY_PROMPT if not prompt.strip() else None
+    if empty:  # nothing to satisfy, or nothing to attach instructions to
         for iid in ids:
-            stats.drop(iid, DROP_EMPTY)
+            stats.drop(iid, empty)
         return None
     order = sorted(ids, key=lambda i: CATALOGUE[i].stage)
     used: list[tuple[str, dict[str, Any]]] = []
