@@ -19,7 +19,7 @@ from sftlab.data import load_conversations
 from sftlab.errors import ConfigError
 from sftlab.ifeval import score_responses
 
-N_REAL = 250
+N_REAL = 200
 
 
 def _asst(text: str) -> dict[str, str]:
@@ -215,6 +215,42 @@ def test_non_english_replies_get_their_detected_language_and_no_english_case_rul
     stats = A.AugmentStats()
     assert A.augment_one(EDGE_CASES[2], ["language:response_language"], random.Random(0), stats) is None
     assert stats.types["language:response_language"]["dropped"] == {"language not in IFEval's list": 1}
+
+
+def test_placeholders_are_natural_slots_not_code_citations_or_links():
+    def placeholders(reply: str) -> dict | None:
+        stats = A.AugmentStats()
+        rec = A.augment_one([U("Write it."), _asst(reply)], ["detectable_content:number_placeholders"],
+                            random.Random(0), stats)
+        return rec["augment"]["kwargs"][0] if rec else stats.types["detectable_content:number_placeholders"]["dropped"]
+
+    assert placeholders("Use `[SimpleJob]` and see [1] or [the docs](https://x.org).") == {"no placeholder slot": 1}
+    assert placeholders("Hello [Your Name], welcome to [company].")["num_placeholders"] in (1, 2)
+    rec = A.augment_one([U("Write it."), _asst("Dear Anna,\n\nMail me at a.b@example.com on May 3, 2024.")],
+                        ["detectable_content:number_placeholders"], random.Random(0))
+    assert rec["messages"][-1]["content"] == "Dear [name],\n\nMail me at [email address] on [date]."
+
+
+def test_highlights_prefer_labels_and_never_touch_code():
+    reply = "Options:\n\n- Cost: low\n- Speed: high\n- Risk: medium\n\n```\nx: 1\n```"
+    rec = A.augment_one([U("Compare them."), _asst(reply)], ["detectable_format:number_highlighted_sections"],
+                        random.Random(2))
+    n = rec["augment"]["kwargs"][0]["num_highlights"]
+    out = rec["messages"][-1]["content"]
+    assert sum(f"- **{k}**: " in out for k in ("Cost", "Speed", "Risk")) == n
+    assert out.endswith("```\nx: 1\n```")
+
+
+def test_nth_paragraph_rule_needs_prose_paragraphs():
+    stats = A.AugmentStats()
+    assert A.augment_one(EDGE_CASES[0], ["length_constraints:nth_paragraph_first_word"], random.Random(0), stats) is None
+    assert stats.types["length_constraints:nth_paragraph_first_word"]["dropped"] == {"reply has code": 1}
+    reply = "The first part.\n\n\n\nSecond part here.\n\nThird part."
+    rec = A.augment_one([U("Three parts.")] + [_asst(reply)], ["length_constraints:nth_paragraph_first_word"],
+                        random.Random(0))
+    kw = rec["augment"]["kwargs"][0]
+    assert kw["num_paragraphs"] == 3 and rec["messages"][-1]["content"].count("\n\n") == 2
+    assert kw["first_word"] == ["first", "second", "third"][kw["nth_paragraph"] - 1] or kw["first_word"] == "the"
 
 
 def test_yes_no_replies_become_constrained_responses():

@@ -903,6 +903,18 @@ class AugmentConfig:
         """Plain dict (for cache keys and stats); includes :data:`AUGMENT_VERSION`."""
         return {**asdict(self), "version": AUGMENT_VERSION}
 
+    def cache_info(self) -> dict[str, Any]:
+        """What identifies the augmented data for a preprocessing cache key: the settings, the
+        catalogue version, and the IFEval file's identity (its prompts decide what is dropped)."""
+        from pathlib import Path
+
+        from sftlab.utils import file_fingerprint
+
+        info = self.to_dict()
+        if self.ifeval_data and Path(self.ifeval_data).expanduser().is_file():
+            info["ifeval_file"] = file_fingerprint(Path(self.ifeval_data).expanduser())
+        return info
+
     def active_types(self) -> list[str]:
         """The instruction ids drawn from: ``types`` (or all) minus ``holdout_types``, catalogue order."""
         chosen = resolve_types(self.types, what="types") if self.types is not None else list(CATALOGUE)
