@@ -193,8 +193,8 @@ def true_threshold(rng: random.Random, actual: int, *, relation: str | None = No
         relation = _LESS if actual < 1 else rng.choice((_LESS, _AT_LEAST))
     step = _step_for(actual)
     slack = rng.choice((0, 0, 1))
-    if relation == _LESS:
-        return relation, (actual // step + 1 + slack) * step
+    if relation == _LESS:  # "fewer than 1" would mean "none": say "fewer than 2" at least
+        return relation, max(2, (actual // step + 1 + slack) * step)
     if actual < 1:
         raise Skip("count is zero")
     n = (actual // step - slack) * step
@@ -657,9 +657,11 @@ def _f_words(last: str) -> Callable[[dict[str, Any], random.Random], dict[str, A
     return fields
 
 
-def _f_relation(num: str, rel: str) -> Callable[[dict[str, Any], random.Random], dict[str, Any]]:
+def _f_relation(num: str, rel: str, noun: str) -> Callable[[dict[str, Any], random.Random], dict[str, Any]]:
+    """``{rel_n}``: relation, number and ``noun`` in the right number ("at least 1 time", "under 5 times")."""
     def fields(kw: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-        return {**kw, "rel_n": _relation_phrase(rng, kw[rel], kw[num])}
+        n = kw[num]
+        return {**kw, "rel_n": f"{_relation_phrase(rng, kw[rel], n)} {noun if n == 1 else noun + 's'}"}
     return fields
 
 
@@ -686,40 +688,40 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in (
         "Be sure {words} appear in the text.",
     ), _f_words("and")),
     Entry("keywords:frequency", "relabel", 100, _frequency, (
-        'Use the word "{keyword}" {rel_n} times.',
-        'The word "{keyword}" should show up {rel_n} times in your reply.',
-        'Mention "{keyword}" {rel_n} times in total.',
-    ), _f_relation("frequency", "relation")),
+        'Use the word "{keyword}" {rel_n}.',
+        'The word "{keyword}" should show up {rel_n} in your reply.',
+        'Mention "{keyword}" {rel_n} in total.',
+    ), _f_relation("frequency", "relation", "time")),
     Entry("keywords:forbidden_words", "relabel", 100, _forbidden, (
         "Do not use {words} anywhere in your reply.",
         "Avoid {words} entirely.",
         "Write your answer without ever using {words}.",
     ), _f_words("or")),
     Entry("keywords:letter_frequency", "relabel", 100, _letter_frequency, (
-        'The letter "{letter}" should occur {rel_n} times in your reply.',
-        "Use the letter {letter} {rel_n} times in total.",
-        'Mind your letters: "{letter}" has to appear {rel_n} times.',
-    ), _f_relation("let_frequency", "let_relation")),
+        'The letter "{letter}" should occur {rel_n} in your reply.',
+        "Use the letter {letter} {rel_n} in total.",
+        'Mind your letters: "{letter}" has to appear {rel_n}.',
+    ), _f_relation("let_frequency", "let_relation", "time")),
     Entry("language:response_language", "relabel", 100, _language, (
         "Reply only in {language}.",
         "Write the whole answer in {language} and in no other language.",
         "Use {language} for every word of your answer.",
     ), _f_language),
     Entry("length_constraints:number_sentences", "relabel", 100, _sentences, (
-        "Write {rel_n} sentences in total.",
-        "Your reply should be made up of {rel_n} sentences.",
-        "Use {rel_n} sentences for the whole answer.",
-    ), _f_relation("num_sentences", "relation")),
+        "Write {rel_n} in total.",
+        "Your reply should be made up of {rel_n}.",
+        "Use {rel_n} for the whole answer.",
+    ), _f_relation("num_sentences", "relation", "sentence")),
     Entry("length_constraints:number_words", "relabel", 100, _words, (
-        "Answer in {rel_n} words.",
-        "Use {rel_n} words in your reply.",
-        "The length of your reply should be {rel_n} words.",
-    ), _f_relation("num_words", "relation")),
+        "Answer in {rel_n}.",
+        "Use {rel_n} in your reply.",
+        "The length of your reply should be {rel_n}.",
+    ), _f_relation("num_words", "relation", "word")),
     Entry("change_case:capital_word_frequency", "relabel", 100, _capital_words, (
-        "Use {rel_n} fully capitalized words in your reply.",
-        "Words written entirely in uppercase should appear {rel_n} times.",
-        "Include {rel_n} words in ALL CAPS.",
-    ), _f_relation("capital_frequency", "capital_relation")),
+        "Use {rel_n} in your reply.",
+        "Your reply should hold {rel_n}.",
+        "Include {rel_n} (written in ALL CAPS).",
+    ), _f_relation("capital_frequency", "capital_relation", "fully capitalized word")),
     Entry("length_constraints:nth_paragraph_first_word", "relabel", 95, _nth_paragraph, (
         'Write {n_items} separated by one blank line; the {nth} one has to begin with the word "{first_word}".',
         'Use {n_items}, each separated from the next by an empty line, and open paragraph {nth_paragraph} '
@@ -776,9 +778,9 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in (
         "Include a title enclosed in double angle brackets, for example <<A Good Title>>.",
     )),
     Entry("detectable_content:postscript", "transform", 65, _postscript, (
-        "Add a postscript at the end that starts with {postscript_marker}",
-        "Close with a note beginning with {postscript_marker}",
-        "After your answer, include a postscript marked {postscript_marker}",
+        'Add a postscript at the end that starts with "{postscript_marker}".',
+        'Close with a note beginning with "{postscript_marker}".',
+        'After your answer, include a postscript marked "{postscript_marker}".',
     )),
     Entry("startend:end_checker", "transform", 70, _end_phrase, (
         'Close your reply with the words "{end_phrase}" and nothing after them.',
@@ -1101,7 +1103,9 @@ def augment_one(messages: list[dict[str, str]], ids: list[str], rng: random.Rand
     # Instructions are listed in the drawn (random) order, not the application order.
     used.sort(key=lambda u: ids.index(u[0]))
     sentences = [_render(CATALOGUE[iid], kw, rng) for iid, kw in used]
-    sep = rng.choice((" ", "\n\n", "\n"))
+    # A request without final punctuation ("Java foreach") reads as a run-on before a same-line instruction.
+    ends_sentence = prompt.rstrip()[-1:] in tuple(".?!:;)\"'")
+    sep = rng.choice((" ", "\n\n", "\n") if ends_sentence else ("\n\n", "\n"))
     new_prompt = prompt.rstrip() + sep + " ".join(sentences)
     if decon is not None and decon.hits(new_prompt):
         for iid, _ in used:
