@@ -376,6 +376,21 @@ def test_config_errors_are_one_line_with_suggestions():
     assert cfg.to_dict()["version"] == A.AUGMENT_VERSION
 
 
+def test_augment_loaded_is_the_one_call_for_training(ifeval_file):
+    loaded = load_conversations("sharegpt", max_samples=30)
+    loaded.conversations.insert(3, [U(A.load_ifeval_prompts(ifeval_file)[0]), _asst("Sure.")])
+    loaded.ids.insert(3, "planted")
+    cfg = A.AugmentConfig.from_dict({"ifeval_data": ifeval_file, "holdout_types": ["title"], "seed": 1})
+    stats = A.augment_loaded(loaded, cfg)
+    assert stats.decontaminated == 1 and "planted" not in loaded.ids
+    assert len(loaded.conversations) == len(loaded.ids) == 30
+    assert loaded.stats["augment"]["augmented"] == stats.augmented > 0
+    assert loaded.stats["augment"]["config"]["holdout_types"] == ["title"]
+    before = load_conversations("sharegpt", max_samples=30).conversations
+    for b, a in zip(before, loaded.conversations, strict=True):  # same order; only the last round changes
+        assert a[:-2] == b[:-2] and a[-2]["content"].startswith(b[-2]["content"].rstrip())
+
+
 def test_output_loads_back_through_sftlab_data(full, tmp_path):
     path = tmp_path / "aug.jsonl"
     path.write_text(A.records_to_jsonl(full[0]), encoding="utf-8")

@@ -1196,6 +1196,19 @@ def augment_conversations(
     return records, stats
 
 
+def augment_loaded(loaded: Any, cfg: AugmentConfig, *, progress: bool = False) -> AugmentStats:
+    """Augment a :class:`sftlab.data.LoadResult` in place: the one call the training pipeline needs.
+
+    Replaces ``loaded.conversations`` and ``loaded.ids`` by the augmented and plain conversations
+    (decontaminated ones removed) and records the statistics under ``loaded.stats["augment"]``.
+    """
+    records, stats = augment_conversations(loaded.conversations, cfg, ids=loaded.ids, progress=progress)
+    loaded.conversations = [r["messages"] for r in records]
+    loaded.ids = [r["id"] for r in records]
+    loaded.stats["augment"] = {"config": cfg.to_dict(), **stats.to_dict()}
+    return stats
+
+
 def records_to_jsonl(records: list[dict[str, Any]]) -> str:
     """The output file's text: one JSON object per line, key order fixed.
 
