@@ -464,14 +464,19 @@ def _repeat_prompt(job: Job) -> Result:
 def _two_responses(job: Job) -> Result:
     if "******" in job.reply:
         raise Skip("reply already holds ******")
+    # The short answer: the opening paragraph, or the first two sentences of a one-paragraph reply,
+    # but never a lead-in ("Here is an example:") that promises what only the full answer holds.
     paras = paragraphs(job.reply)
-    short = paras[0] if len(paras) > 1 else ""
-    if not short or len(short.split()) < 5 or has_code(short):
+    if has_code(job.reply.split("\n\n")[0]):
+        raise Skip("reply too short for two versions")
+    if len(paras) > 1:
+        short = paras[0]
+    else:
         from lm_eval.tasks.ifeval import instructions_util
 
-        sentences = instructions_util.split_into_sentences(job.reply) if not has_code(job.reply) else []
+        sentences = instructions_util.split_into_sentences(paras[0]) if paras and "\n" not in paras[0] else []
         short = " ".join(sentences[:2]) if len(sentences) > 2 else ""
-    if not short or short.strip() == job.reply.strip():
+    if len(short.split()) < 5 or short.rstrip().endswith(":") or short.strip() == job.reply.strip():
         raise Skip("reply too short for two versions")
     return f"{short.strip()}\n\n******\n\n{job.reply.strip()}", {}
 
@@ -516,7 +521,7 @@ def _bullets(job: Job) -> Result:
             lines[i] = _NUMBERED.sub(r"\1* ", lines[i], count=1)
         return "\n".join(lines), {"num_bullets": len(numbered)}
     paras = paragraphs(job.reply)
-    if has_code(job.reply) or not 2 <= len(paras) <= 8:
+    if has_code(job.reply) or not 2 <= len(paras) <= 8 or any(p.lstrip().startswith(("#", "|", ">")) for p in paras):
         raise Skip("no list to count and no paragraphs to bullet")
     intro = [paras[0]] if paras[0].rstrip().endswith(":") and len(paras) > 2 else []
     items = paras[len(intro):]
