@@ -19,6 +19,7 @@ from sftlab.errors import EXIT_USER_ERROR, SftlabError
 # name on the command line -> module under sftlab.cli
 COMMANDS: dict[str, str] = {
     "preprocess": "preprocess",
+    "augment": "augment",
     "inspect": "inspect_cmd",
     "check-masking": "check_masking",
     "train": "train",

@@ -1,0 +1,107 @@
+"""``sftlab augment``: add verifiable IFEval-style instructions to conversations, with replies that satisfy them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = ("Add verifiable instructions (IFEval's types) to conversations and make the replies satisfy them; "
+        "every example is checked by the IFEval scorer before it is written.")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got '{text}'") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {v:g}")
+    return v
+
+
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _one_line_error(message: str) -> None:
+    """Bad options are one line on stderr and exit 2, like every other user error (no usage dump)."""
+    print(f"sftlab augment: error: {message} (see sftlab augment --help)", file=sys.stderr)
+    sys.exit(2)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.error = _one_line_error  # type: ignore[method-assign]
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="JSON/JSONL file, a directory of them, 'sharegpt' (bundled ShareGPT V3) or a hub dataset id")
+    p.add_argument("--output", required=True, metavar="FILE.jsonl",
+                   help="augmented conversations, one JSON object per line; statistics go to FILE.stats.json")
+    p.add_argument("--conversation-field", default="conversations", metavar="FIELD",
+                   help="record field holding the turns (default: conversations; falls back to messages)")
+    p.add_argument("--max-samples", type=_positive_int, default=None, metavar="N",
+                   help="read the first N usable conversations (a random N with --sample-seed)")
+    p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
+                   help="draw --max-samples at random with this seed instead of taking the first N")
+    p.add_argument("--max-rounds", type=_positive_int, default=None, metavar="N",
+                   help="keep the first N user->assistant rounds of each conversation (the last one is augmented)")
+    p.add_argument("--seed", type=int, default=0, help="seed for choosing types, parameters and wording (default 0)")
+    p.add_argument("--types", type=_names, default=None, metavar="T,...",
+                   help="instruction types to use: full IFEval ids, short names (no_comma) or categories "
+                        "(change_case); default: all")
+    p.add_argument("--holdout-types", type=_names, default=[], metavar="T,...",
+                   help="instruction types never used, to measure transfer to unseen constraint types")
+    p.add_argument("--max-instructions", type=int, choices=(1, 2, 3), default=3, metavar="K",
+                   help="at most K instructions per conversation, 1 to 3 (default 3)")
+    p.add_argument("--ratio", type=_fraction, default=1.0, metavar="R",
+                   help="fraction of conversations that get instructions; the rest are written plain (default 1)")
+    p.add_argument("--ifeval-data", default=None, metavar="FILE_OR_HUB_ID",
+                   help="IFEval inputs for decontamination (e.g. ../shared/ifeval/input_data.jsonl): conversations "
+                        "sharing an 8-word sequence with an IFEval prompt are dropped")
+    p.add_argument("--ngram", type=int, default=8, metavar="N", help="decontamination n-gram length in words (default 8)")
+    p.add_argument("--no-decontaminate", action="store_true",
+                   help="keep conversations that overlap IFEval prompts (not recommended)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sftlab.augment import AugmentConfig, augment_conversations, load_ifeval_prompts, records_to_jsonl
+    from sftlab.data import format_skips, load_conversations
+    from sftlab.errors import ConfigError
+    from sftlab.utils import atomic_write_json, atomic_write_text
+
+    out = Path(args.output)
+    if out.suffix != ".jsonl":
+        raise ConfigError(f"--output must be a .jsonl file, got '{args.output}'")
+    if args.no_decontaminate and args.ifeval_data is None:
+        raise ConfigError("--no-decontaminate has no effect without --ifeval-data; drop it")
+    cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
+                        ratio=args.ratio, seed=args.seed, ngram=args.ngram, decontaminate=not args.no_decontaminate,
+                        ifeval_data=args.ifeval_data)
+    # IFEval inputs first: a bad --ifeval-data must fail before any reading or output.
+    prompts = load_ifeval_prompts(args.ifeval_data) if args.ifeval_data and cfg.decontaminate else None
+    loaded = load_conversations(args.data, conversation_field=args.conversation_field, max_samples=args.max_samples,
+                                sample_seed=args.sample_seed, max_rounds=args.max_rounds)
+    print(f"sftlab augment: read {loaded.stats['records_read']}, kept {loaded.stats['kept']}, "
+          f"{format_skips(loaded.stats['skipped'])}", file=sys.stderr)
+    if args.ifeval_data is None:
+        print("sftlab augment: warning: no --ifeval-data, so conversations were not decontaminated against IFEval",
+              file=sys.stderr)
+    records, stats = augment_conversations(loaded.conversations, cfg, prompts, ids=loaded.ids,
+                                          progress=not args.no_progress)
+    atomic_write_text(out, records_to_jsonl(records))
+    stats_path = out.with_name(out.stem + ".stats.json")
+    atomic_write_json(stats_path, {"config": cfg.to_dict(), "data": loaded.stats, **stats.to_dict()})
+    print(stats.format())
+    print(f"\nwrote {len(records)} conversations to {out} (statistics: {stats_path})")
+    return 0
