@@ -1,0 +1,119 @@
+"""Settings of an augmentation run (:class:`AugmentConfig`) and instruction-type name resolution.
+
+Why: ``sftlab augment`` and a training config's ``augment:`` block share one validated settings
+object; names are checked against the catalogue up front, so a typo fails before any work is done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sftlab.augment.catalogue import CATALOGUE, LEFT_OUT
+from sftlab.config import suggest
+from sftlab.errors import ConfigError
+
+AUGMENT_VERSION = 1
+"""Bumped whenever the catalogue or the construction changes, so cached augmented data is rebuilt."""
+
+
+@dataclass
+class AugmentConfig:
+    """Settings of ``sftlab augment`` and of a training config's ``augment:`` block.
+
+    ``types``: instruction ids to draw from (None = the whole catalogue); full ids, the part after
+    the colon (``no_comma``) or a category (``change_case``). ``holdout_types``: never used, so an
+    evaluation can tell transfer to unseen constraint types from learning trained ones.
+    ``ratio``: fraction of (decontaminated) conversations that get instructions; the rest stay plain.
+    ``ngram``: decontamination n-gram length in words. ``decontaminate``: on by default; effective
+    whenever ``ifeval_data`` (or ``ifeval_prompts``) is given.
+    """
+
+    types: list[str] | None = None
+    holdout_types: list[str] = field(default_factory=list)
+    max_instructions: int = 3
+    ratio: float = 1.0
+    seed: int = 0
+    ngram: int = 8
+    decontaminate: bool = True
+    ifeval_data: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.types, str):
+            self.types = [t for t in self.types.split(",") if t.strip()]
+        if isinstance(self.holdout_types, str):
+            self.holdout_types = [t for t in self.holdout_types.split(",") if t.strip()]
+        self.holdout_types = list(self.holdout_types or [])
+        if not isinstance(self.max_instructions, int) or not 1 <= self.max_instructions <= 3:
+            raise ConfigError(f"augment max_instructions must be 1, 2 or 3, got {self.max_instructions!r}")
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0.0 <= self.ratio <= 1.0:
+            raise ConfigError(f"augment ratio must be a number from 0 to 1 (fraction augmented), got {self.ratio!r}")
+        if not isinstance(self.ngram, int) or isinstance(self.ngram, bool) or self.ngram < 3:
+            raise ConfigError(f"augment ngram must be an integer of at least 3, got {self.ngram!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"augment seed must be an integer, got {self.seed!r}")
+        # Validate names now: a typo must fail before any work is done.
+        self.active_types()
+
+    @classmethod
+    def from_dict(cls, block: dict[str, Any] | None) -> AugmentConfig:
+        """Build from a config file's ``augment:`` mapping; unknown keys are one-line errors."""
+        if block is None:
+            return cls()
+        if not isinstance(block, dict):
+            raise ConfigError(f"augment must be a mapping of settings, got {type(block).__name__}")
+        valid = [f for f in cls.__dataclass_fields__]
+        for key in block:
+            if key not in valid:
+                raise ConfigError(f"unknown augment key '{key}'{suggest(str(key), valid)}")
+        return cls(**block)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for cache keys and stats); includes :data:`AUGMENT_VERSION`."""
+        return {**asdict(self), "version": AUGMENT_VERSION}
+
+    def cache_info(self) -> dict[str, Any]:
+        """What identifies the augmented data for a preprocessing cache key: the settings, the
+        catalogue version, and the IFEval file's identity (its prompts decide what is dropped)."""
+        from pathlib import Path
+
+        from sftlab.utils import file_fingerprint
+
+        info = self.to_dict()
+        if self.ifeval_data and Path(self.ifeval_data).expanduser().is_file():
+            info["ifeval_file"] = file_fingerprint(Path(self.ifeval_data).expanduser())
+        return info
+
+    def active_types(self) -> list[str]:
+        """The instruction ids drawn from: ``types`` (or all) minus ``holdout_types``, catalogue order."""
+        chosen = resolve_types(self.types, what="types") if self.types is not None else list(CATALOGUE)
+        held = resolve_types(self.holdout_types, what="holdout_types")
+        both = [t for t in chosen if t in held and self.types is not None]
+        if both:
+            raise ConfigError(f"instruction type '{both[0]}' is in both types and holdout_types")
+        out = [t for t in chosen if t not in held]
+        if not out and self.ratio > 0:
+            raise ConfigError("no instruction types left to augment with (check types and holdout_types)")
+        return out
+
+
+def resolve_types(names: Iterable[str], *, what: str = "types") -> list[str]:
+    """Full instruction ids for ``names`` (full ids, short names after the colon, or categories)."""
+    by_short: dict[str, list[str]] = {}
+    for iid in CATALOGUE:
+        category, short = iid.split(":", 1)
+        by_short.setdefault(short, []).append(iid)
+        by_short.setdefault(category, []).append(iid)
+    out: list[str] = []
+    for raw in names:
+        name = str(raw).strip()
+        if name in CATALOGUE:
+            hits = [name]
+        elif name in by_short:
+            hits = by_short[name]
+        else:
+            hint = f" ({LEFT_OUT[name]})" if name in LEFT_OUT else suggest(name, [*CATALOGUE, *by_short])
+            raise ConfigError(f"unknown instruction type '{name}' in {what}{hint}")
+        out.extend(h for h in hits if h not in out)
+    return out

@@ -1,0 +1,198 @@
+"""The augmentation itself: draw instruction sets, apply the entries in stage order, word the
+instructions, decontaminate, verify with the IFEval checker, and count what happened.
+
+Why: this is the only place that runs entries on conversations, so the guarantees live here:
+each conversation draws from its own ``random.Random`` seeded by ``(seed, index)`` (byte-identical
+output for a seed), and every emitted example is re-checked in strict mode by
+:func:`sftlab.ifeval.check_instruction`, the function ``sftlab eval`` scores with.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from sftlab.augment.catalogue import CATALOGUE, conflicts
+from sftlab.augment.config import AugmentConfig
+from sftlab.augment.decontaminate import Decontaminator, load_ifeval_prompts
+from sftlab.augment.entry import Entry, Job, Skip
+from sftlab.augment.stats import (
+    DROP_EMPTY,
+    DROP_EMPTY_PROMPT,
+    DROP_FAILED_CHECK,
+    DROP_OVERLAP,
+    DROP_PARTNER,
+    AugmentStats,
+)
+from sftlab.errors import ConfigError
+
+MAX_ATTEMPTS = 3
+"""Instruction sets tried per conversation before it is kept plain (each try is counted per type)."""
+
+
+def verify(prompt: str, response: str, ids: list[str], kwargs: list[dict[str, Any]]) -> list[bool]:
+    """Strict verdict per instruction, through :func:`sftlab.ifeval.check_instruction` (what ``sftlab eval`` uses)."""
+    from sftlab.ifeval import check_instruction, instruction_registry
+
+    registry = instruction_registry()
+    inp = {"prompt": prompt, "instruction_id_list": ids, "kwargs": kwargs}
+    return [check_instruction(registry, inp, i, response, [])[0] for i in range(len(ids))]
+
+
+def _draw_types(rng: random.Random, pool: list[str], k_max: int, conflict: dict[str, set[str]]) -> list[str]:
+    """1..k_max mutually compatible ids (fewer when conflicts leave no room)."""
+    k = rng.choices(range(1, k_max + 1), weights=(5, 4, 2)[:k_max])[0]
+    picked: list[str] = []
+    cands = list(pool)
+    while cands and len(picked) < k:
+        iid = rng.choice(cands)
+        picked.append(iid)
+        cands = [c for c in cands if c not in conflict.get(iid, {iid}) and iid not in conflict.get(c, {c})]
+    return picked
+
+
+def _render(entry: Entry, kwargs: dict[str, Any], rng: random.Random) -> str:
+    values = entry.fields(kwargs, rng) if entry.fields else dict(kwargs)
+    return rng.choice(entry.phrasings).format(**values)
+
+
+def augment_one(messages: list[dict[str, str]], ids: list[str], rng: random.Random,
+                stats: AugmentStats | None = None, decon: Decontaminator | None = None) -> dict[str, Any] | None:
+    """Try one instruction set on one conversation; the augmented record, or None (reasons in ``stats``).
+
+    Instructions an entry cannot serve are dropped with their reason and the rest go on; the
+    example is then verified as a whole by the IFEval checker, and dropped if any instruction fails.
+    """
+    stats = stats or AugmentStats()
+    prompt = messages[-2]["content"]
+    reply = messages[-1]["content"]
+    for iid in ids:
+        stats.type_row(iid)["attempted"] += 1
+    empty = DROP_EMPTY if not reply.strip() else DROP_EMPTY_PROMPT if not prompt.strip() else None
+    if empty:  # nothing to satisfy, or nothing to attach instructions to
+        for iid in ids:
+            stats.drop(iid, empty)
+        return None
+    order = sorted(ids, key=lambda i: CATALOGUE[i].stage)
+    used: list[tuple[str, dict[str, Any]]] = []
+    text = reply
+    for iid in order:
+        try:
+            text, kw = CATALOGUE[iid].fn(Job(prompt=prompt, reply=text, ids=tuple(ids), rng=rng))
+        except Skip as s:
+            stats.drop(iid, s.reason)
+            continue
+        used.append((iid, kw))
+    if not used:
+        return None
+    # Instructions are listed in the drawn (random) order, not the application order.
+    used.sort(key=lambda u: ids.index(u[0]))
+    sentences = [_render(CATALOGUE[iid], kw, rng) for iid, kw in used]
+    # A request without final punctuation ("Java foreach") reads as a run-on before a same-line instruction.
+    ends_sentence = prompt.rstrip()[-1:] in tuple(".?!:;)\"'")
+    sep = rng.choice((" ", "\n\n", "\n") if ends_sentence else ("\n\n", "\n"))
+    new_prompt = prompt.rstrip() + sep + " ".join(sentences)
+    if decon is not None and decon.hits(new_prompt):
+        for iid, _ in used:
+            stats.drop(iid, DROP_OVERLAP)
+        return None
+    out_ids = [iid for iid, _ in used]
+    out_kwargs = [kw for _, kw in used]
+    verdicts = verify(new_prompt, text, out_ids, out_kwargs)
+    if not all(verdicts):
+        for iid, ok in zip(out_ids, verdicts, strict=True):
+            stats.drop(iid, DROP_PARTNER if ok else DROP_FAILED_CHECK)
+        return None
+    for iid in out_ids:
+        stats.type_row(iid)["emitted"] += 1
+    new_messages = [dict(m) for m in messages]
+    new_messages[-2]["content"] = new_prompt
+    new_messages[-1]["content"] = text
+    return {"messages": new_messages, "augment": {"instruction_id_list": out_ids, "kwargs": out_kwargs}}
+
+
+def augment_conversations(
+    conversations: list[list[dict[str, str]]],
+    cfg: AugmentConfig,
+    ifeval_prompts: list[str] | None = None,
+    *,
+    ids: list[str] | None = None,
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], AugmentStats]:
+    """Augment normalised conversations (``sftlab.data`` shape); returns ``(records, stats)``.
+
+    Each record is ``{"id", "messages"}`` for a plain conversation, plus ``"augment":
+    {"instruction_id_list", "kwargs"}`` for an augmented one, in input order. Decontamination uses
+    ``ifeval_prompts`` when given, else the prompts of ``cfg.ifeval_data`` when set (and
+    ``cfg.decontaminate``). The output depends only on the inputs and ``cfg``.
+    """
+    from sftlab.ifeval import ensure_punkt
+
+    ensure_punkt()
+    pool = cfg.active_types()
+    conflict = conflicts()
+    stats = AugmentStats(conversations_in=len(conversations))
+    decon = None
+    if cfg.decontaminate:
+        if ifeval_prompts is None and cfg.ifeval_data:
+            ifeval_prompts = load_ifeval_prompts(cfg.ifeval_data)
+        if ifeval_prompts:
+            decon = Decontaminator(ifeval_prompts, cfg.ngram)
+            stats.decontamination = f"{cfg.ngram}-gram overlap with {len(ifeval_prompts)} IFEval prompts"
+        else:
+            stats.decontamination = "no IFEval prompts given"
+    ids = ids if ids is not None else [f"conv-{i}" for i in range(len(conversations))]
+    if len(ids) != len(conversations):
+        raise ConfigError(f"{len(ids)} ids for {len(conversations)} conversations")
+
+    from tqdm.auto import tqdm
+
+    records: list[dict[str, Any]] = []
+    for i, messages in enumerate(tqdm(conversations, desc="augment", unit="conv", disable=not progress,
+                                      dynamic_ncols=True)):
+        if decon is not None and decon.conversation_hits(messages):
+            stats.decontaminated += 1
+            continue
+        rng = random.Random(f"sftlab-augment/{cfg.seed}/{i}")
+        record = None
+        if pool and rng.random() < cfg.ratio:
+            for _ in range(MAX_ATTEMPTS):
+                record = augment_one(messages, _draw_types(rng, pool, cfg.max_instructions, conflict), rng,
+                                     stats, decon)
+                if record is not None:
+                    break
+            if record is None:
+                stats.kept_plain_after_failure += 1
+            else:
+                stats.augmented += 1
+                n = len(record["augment"]["instruction_id_list"])
+                stats.instructions_per_example[n] = stats.instructions_per_example.get(n, 0) + 1
+        else:
+            stats.chosen_plain += 1
+        records.append({"id": ids[i], **(record or {"messages": [dict(m) for m in messages]})})
+    stats.written = len(records)
+    return records, stats
+
+
+def augment_loaded(loaded: Any, cfg: AugmentConfig, *, progress: bool = False) -> AugmentStats:
+    """Augment a :class:`sftlab.data.LoadResult` in place: the one call the training pipeline needs.
+
+    Replaces ``loaded.conversations`` and ``loaded.ids`` by the augmented and plain conversations
+    (decontaminated ones removed) and records the statistics under ``loaded.stats["augment"]``.
+    """
+    records, stats = augment_conversations(loaded.conversations, cfg, ids=loaded.ids, progress=progress)
+    loaded.conversations = [r["messages"] for r in records]
+    loaded.ids = [r["id"] for r in records]
+    loaded.stats["augment"] = {"config": cfg.to_dict(), **stats.to_dict()}
+    return stats
+
+
+def records_to_jsonl(records: list[dict[str, Any]]) -> str:
+    """The output file's text: one JSON object per line, key order fixed.
+
+    U+2028/U+2029 are escaped: valid JSON either way, but line-splitting readers (``str.splitlines``)
+    would cut a record in two at a raw one.
+    """
+    return "".join(json.dumps(r, ensure_ascii=False).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+                   + "\n" for r in records)
