@@ -18,7 +18,8 @@ import yaml
 from conftest import run_cli
 
 from sftlab.errors import ConfigError
-from sftlab.sweep import expand_override_sets, load_sweep_config, run_name, run_sweep, safe_name
+from sftlab.layout import safe_name
+from sftlab.sweep import expand_override_sets, load_sweep_config, run_name, run_sweep
 
 LEARNING_RATES = [1.0e-3, 3.0e-3]
 _CACHE: dict[str, subprocess.CompletedProcess] = {}
