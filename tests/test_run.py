@@ -142,7 +142,7 @@ def test_guard_settings_records_then_compares(tmp_path):
     assert guard_settings(jpath, {"base": {"x": 1}, "runs": ["a", "b"]}, what="a sweep",
                           compared=lambda m: m["base"])["runs"] == ["a"]
     with pytest.raises(ConfigError, match=r"different base config \(differs in: base.x \(1 -> 2\)\)"):
-        guard_settings(jpath, {"base": {"x": 2}}, what="a sweep", noun={"base": "base config"})
+        guard_settings(jpath, {"base": {"x": 2}, "runs": ["a"]}, what="a sweep", noun={"base": "base config"})
     # fresh: the stage produced nothing yet, so the record is simply replaced
     assert guard_settings(jpath, {"base": {"x": 2}}, what="a sweep", fresh=True) is None
     assert json.loads(jpath.read_text()) == {"base": {"x": 2}}
