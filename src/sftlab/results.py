@@ -20,7 +20,18 @@ from typing import Any
 from sftlab.config import read_config_file
 from sftlab.errors import SftlabError
 from sftlab.ifeval import METRICS
-from sftlab.layout import EvalDir, RunDir, SweepDir, SweepRunDir, TrainDir
+from sftlab.layout import (
+    EVAL,
+    EVAL_SUMMARY,
+    FINETUNED_EVAL,
+    SWEEP_MANIFEST,
+    TRAIN,
+    EvalDir,
+    RunDir,
+    SweepDir,
+    SweepRunDir,
+    TrainDir,
+)
 from sftlab.utils import atomic_write_text, log, read_json, read_jsonl
 
 #: Short labels of the four IFEval figures (:data:`sftlab.ifeval.METRICS`), for tables and plots.
@@ -72,8 +83,9 @@ def _locate(d: Path) -> tuple[Path, Path | None]:
         return nested.root, _finished_eval(*evals)
     if TrainDir(d).summary.is_file():  # an 'sftlab train' output, its eval next to the model
         return d, _finished_eval(*evals)
-    raise SftlabError(f"{d} is not a run directory: expected a sweep (sweep.json), an 'sftlab run' output "
-                      f"(train/ and finetuned_eval/), a sweep run (train/ and eval/) or an 'sftlab train' output")
+    raise SftlabError(f"{d} is not a run directory: expected a sweep ({SWEEP_MANIFEST}), an 'sftlab run' output "
+                      f"({TRAIN}/ and {FINETUNED_EVAL}/), a sweep run ({TRAIN}/ and {EVAL}/) or an 'sftlab train' "
+                      f"output")
 
 
 def load_run(d: str | Path, *, name: str | None = None, varied: dict[str, Any] | None = None) -> RunRecord:
@@ -118,7 +130,7 @@ def expand_run_dirs(dirs: list[str | Path], *, require_eval: bool = True, quiet:
             continue
         rec = load_run(d)
         if require_eval and rec.eval_summary is None:
-            raise SftlabError(f"{d} has no finished evaluation (summary.json in eval/ or finetuned_eval/); "
+            raise SftlabError(f"{d} has no finished evaluation ({EVAL_SUMMARY} in {EVAL}/ or {FINETUNED_EVAL}/); "
                               f"run 'sftlab eval --model {rec.train_dir} --output-dir {SweepRunDir(d).eval.root}' "
                               f"first")
         out.append(rec)

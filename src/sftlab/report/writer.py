@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError
-from sftlab.layout import ReportDir, SweepDir
+from sftlab.layout import DONE, ReportDir, SweepDir
 from sftlab.report.analysis import section_analysis
 from sftlab.report.comparison import section_baseline, section_examples, section_per_instruction
 from sftlab.report.document import SECTION_TITLES, P, render_html, render_markdown
@@ -46,7 +46,7 @@ def write_report(*, baseline: str | Path | None, runs: list[str | Path], output_
     run_dirs = [Path(r) for r in runs]
     records = expand_run_dirs(run_dirs)
     if not records:
-        raise SftlabError("no finished runs to report (a sweep's runs need their DONE file)")
+        raise SftlabError(f"no finished runs to report (a sweep's runs need their {DONE} file)")
     base_dir = Path(baseline) if baseline else _baseline_from(run_dirs)
     if base_dir is None:
         raise SftlabError("no baseline evaluation: pass --baseline EVAL_DIR (an 'sftlab eval' output of the base model)")
