@@ -143,6 +143,8 @@ def test_guard_settings_records_then_compares(tmp_path):
                           compared=lambda m: m["base"])["runs"] == ["a"]
     with pytest.raises(ConfigError, match=r"different base config \(differs in: base.x \(1 -> 2\)\)"):
         guard_settings(jpath, {"base": {"x": 2}, "runs": ["a"]}, what="a sweep", noun={"base": "base config"})
+    with pytest.raises(ConfigError, match=r"\(1 -> 3\)\); delete it to start over$"):
+        guard_settings(jpath, {"base": {"x": 3}, "runs": ["a"]}, what="a sweep", remedy="delete it to start over")
     # fresh: the stage produced nothing yet, so the record is simply replaced
     assert guard_settings(jpath, {"base": {"x": 2}}, what="a sweep", fresh=True) is None
     assert json.loads(jpath.read_text()) == {"base": {"x": 2}}

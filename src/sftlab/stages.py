@@ -85,7 +85,7 @@ def write_settings(path: Path, settings: dict[str, Any]) -> None:
 
 def guard_settings(path: str | Path, new: dict[str, Any], *, what: str, noun: str | dict[str, str] = "settings",
                    compared: Callable[[dict[str, Any]], Any] | None = None, where: str | Path | None = None,
-                   fresh: bool = False) -> dict[str, Any] | None:
+                   fresh: bool = False, remedy: str | None = None) -> dict[str, Any] | None:
     """Record the settings a resumable stage starts with; refuse to resume it with other settings.
 
     The first time (no record at ``path``, or ``fresh``: the stage has produced nothing yet) ``new``
@@ -95,8 +95,9 @@ def guard_settings(path: str | Path, new: dict[str, Any], *, what: str, noun: st
     :class:`ConfigError` that lists every differing key, dotted for nested blocks, with both values.
 
     ``what`` names the stage (``"an experiment"``), ``noun`` what differs (``"config"``, or a noun per
-    top-level key such as ``{"base": "base config", "eval": "eval settings"}``) and ``where`` the
-    directory to delete or change (default: the record's folder).
+    top-level key such as ``{"base": "base config", "eval": "eval settings"}``), ``where`` the
+    directory (or file) that holds the stage's work (default: the record's folder) and ``remedy`` what
+    the user can do (default: use another output_dir or delete ``where``).
     """
     path = Path(path)
     where = Path(where) if where is not None else path.parent
@@ -114,7 +115,7 @@ def guard_settings(path: str | Path, new: dict[str, Any], *, what: str, noun: st
         noun = " and ".join(noun.get(t, t) for t in tops)
     details = ", ".join(f"{k} ({_show(_lookup(before, k))} -> {_show(_lookup(after, k))})" for k in keys)
     raise ConfigError(f"{where} holds {what} started with a different {noun} (differs in: {details}); "
-                      f"use another output_dir or delete {where}")
+                      f"{remedy or f'use another output_dir or delete {where}'}")
 
 
 # --------------------------------------------------------------------------------------------
