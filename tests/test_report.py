@@ -9,6 +9,7 @@ and the example outputs have something to show.
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import os
 import re
@@ -32,6 +33,15 @@ TAB_BLUE = np.array([31, 119, 180]) / 255  # matplotlib's first line colour: pre
 def sweep_report(tmp_path_factory, tiny_model_dir, ifeval_dir) -> Path:
     _, out = ensure_sweep(tmp_path_factory, tiny_model_dir, ifeval_dir)
     return out / "report"
+
+
+def _strict_by_id(eval_dir: Path) -> dict[str, float]:
+    """Strict accuracy per instruction id, counted straight from ``eval_results_strict.jsonl``."""
+    n: dict[str, list[int]] = {}
+    for r in map(json.loads, open(eval_dir / "eval_results_strict.jsonl", encoding="utf-8")):
+        for iid, ok in zip(r["instruction_id_list"], r["follow_instruction_list"], strict=True):
+            n.setdefault(iid, []).append(int(ok))
+    return {k: sum(v) / len(v) for k, v in n.items()}
 
 
 def sections_of(md: str) -> dict[str, str]:
@@ -90,13 +100,24 @@ def test_report_has_the_eight_sections_filled_from_the_runs(sweep_report):
     inputs = [json.loads(line) for line in open(Path(base["data"]["source"]))][:4]
     for iid in {i for inp in inputs for i in inp["instruction_id_list"]}:
         assert f"`{iid}`" in per
-    assert "**Improved**" in per and "**Regressed**" in per
+    # the improved/regressed call-outs follow from the verdict files of the baseline and the best run
+    best = data["best_run"]
+    before, after = _strict_by_id(sweep / "baseline_eval"), _strict_by_id(sweep / "runs" / best / "eval")
+    improved, regressed = _bullet(per, "Improved"), _bullet(per, "Regressed")
+    for iid in before:
+        d = after[iid] - before[iid]
+        assert (f"`{iid}`" in improved) == (d > 0) and (f"`{iid}`" in regressed) == (d < 0), (iid, d)
 
     assert secs["7. Example outputs"].strip()
     analysis = secs["8. Hyperparameters and analysis"]
-    assert "Best run by prompt-level strict accuracy" in analysis
-    for name in runs:
-        assert name in analysis
+    rows = list(csv.DictReader(open(sweep / "results.csv", encoding="utf-8")))
+    assert f"Best run by prompt-level strict accuracy: **{best}**" in analysis
+    assert best == next(r["run"] for r in rows if r["best"] == "True")
+    lowest = min(rows, key=lambda r: float(r["final_train_loss"]))
+    assert f"Lowest final training loss: `{lowest['run']}` ({float(lowest['final_train_loss']):.4f})" in analysis
+    # the results table is the one in results.md (both runs were scored on the same prompts)
+    table = [line for line in (sweep / "results.md").read_text().splitlines() if line.startswith("|")]
+    assert len(table) == 4 and all(line in analysis for line in table)
 
 
 def test_report_images_are_real_pngs(sweep_report):
@@ -239,3 +260,76 @@ def test_standard_errors():
     d = np.array(b, float) - np.array(a, float)
     assert paired_se(a, b) == pytest.approx(d.std(ddof=1) / np.sqrt(10))
     assert paired_se(a, a) == 0.0
+
+
+# --------------------------------------------------------------------------------------------
+# The analysis says what the verdicts say: fabricated verdicts with a known answer
+# --------------------------------------------------------------------------------------------
+
+NO_COMMA = "punctuation:no_comma"
+N_WORDS = "length_constraints:number_words"
+TITLE = "detectable_format:title"
+# prompt -> (instruction ids, baseline verdicts, fine-tuned verdicts): the punctuation category goes
+# from 0/2 to 2/2, the length category from 2/2 to 0/2, the title instruction stays followed.
+FABRICATED = {
+    "Write a haiku about rain without commas.": ([NO_COMMA], [False], [True]),
+    "Describe a cat in 40 words or more, no commas.": ([NO_COMMA, N_WORDS], [False, True], [True, False]),
+    "Explain tides in at least 40 words.": ([N_WORDS], [True], [False]),
+    "Give a poem a title in double angular brackets.": ([TITLE], [True], [True]),
+}
+
+
+def _fabricated_eval(out: Path, which: int) -> None:
+    """An eval directory whose verdicts are ``FABRICATED``'s column ``which`` (1 baseline, 2 fine-tuned)."""
+    from sftlab.ifeval import aggregate, write_results
+
+    rows = [{"instruction_id_list": v[0], "prompt": p, "response": f"response {which}-{i}",
+             "follow_all_instructions": all(v[which]), "follow_instruction_list": v[which]}
+            for i, (p, v) in enumerate(FABRICATED.items())]
+    out.mkdir(parents=True)
+    (out / "responses.jsonl").write_text("".join(json.dumps({"key": 100 + i, "prompt": r["prompt"],
+                                                             "response": r["response"]}) + "\n"
+                                                 for i, r in enumerate(rows)), encoding="utf-8")
+    write_results(out, {"strict": rows, "loose": rows, **aggregate(rows, rows)}, {"model": {"spec": f"m{which}"}})
+
+
+def _bullet(section: str, label: str) -> str:
+    return next(line for line in section.splitlines() if line.startswith(f"- **{label}**"))
+
+
+def test_report_names_what_improved_and_what_regressed(tmp_path, tmp_path_factory, tiny_model_dir, ifeval_dir):
+    _, sweep = ensure_sweep(tmp_path_factory, tiny_model_dir, ifeval_dir)
+    _fabricated_eval(tmp_path / "base_eval", 1)
+    _fabricated_eval(tmp_path / "run" / "eval", 2)
+    (tmp_path / "run" / "train").symlink_to(sweep / "runs" / "lr-0.001" / "train")
+    proc = run_cli("report", "--baseline", str(tmp_path / "base_eval"), "--runs", str(tmp_path / "run"),
+                   "--output-dir", str(tmp_path / "report"), "--no-model-check")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    secs = sections_of((tmp_path / "report" / "report.md").read_text(encoding="utf-8"))
+
+    per = secs["6. Per-instruction results"]
+    improved, regressed = _bullet(per, "Improved"), _bullet(per, "Regressed")
+    assert improved == f"- **Improved** (1): `{NO_COMMA}` (+100 strict, n=2)"
+    assert regressed == f"- **Regressed** (1): `{N_WORDS}` (-100 strict, n=2)"
+    assert "Unchanged: 1 instruction ids." in per
+    rows = {line.split(" | ")[0][2:]: line for line in per.splitlines() if line.startswith("| `")}
+    assert rows["`punctuation:*`"].startswith("| `punctuation:*` | 2 | 0.0 | 100.0 | +100.0 |")
+    assert rows["`length_constraints:*`"].startswith("| `length_constraints:*` | 2 | 100.0 | 0.0 | -100.0 |")
+    assert rows["`detectable_format:*`"].startswith("| `detectable_format:*` | 1 | 100.0 | 100.0 | +0.0 |")
+
+    # Section 5: both models follow 2 of 4 prompts completely, so prompt-level strict does not move,
+    # while instruction-level strict does not either (3 of 5 each); one prompt won, one lost.
+    cmp_ = secs["5. Baseline vs fine-tuned"]
+    assert "| prompt strict | 50.0 | 50.0 | +0.0 |" in cmp_ and "| inst strict | 60.0 | 60.0 | +0.0 |" in cmp_
+    assert "Prompts newly followed: 1; newly failed: 1." in cmp_
+    # Section 7: the won prompt is the example, the lost one the regression.
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["examples"] == {"wins": [100], "kind": "full", "regression": [102]}
+    ex = secs["7. Example outputs"]
+    assert "**Example 1** (IFEval key 100)" in ex and "**Regression** (IFEval key 102)" in ex
+    assert f"✓ `{NO_COMMA}`" in ex and f"✗ `{N_WORDS}`" in ex
+    # Section 8: one run and no change, stated as such.
+    analysis = secs["8. Hyperparameters and analysis"]
+    assert "Δ +0.0 points (no prompt changed)" not in analysis  # two prompts changed, in opposite directions
+    assert "Δ +0.0 points (within noise" in analysis
+    assert "Only one configuration was trained" in analysis

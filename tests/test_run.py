@@ -109,3 +109,72 @@ def test_run_config_errors(tmp_path, tiny_model_dir):
     assert str(cfg.output_dir) == "runs/c" and "eval" not in cfg.train_config()
     proc = run_cli("run", str(p), "--learnig_rate", "1e-4", "--output_dir", str(tmp_path / "o"))
     assert proc.returncode == 2 and "learnig_rate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# The settings guard (no training: the first stage is stopped as soon as it is reached)
+# --------------------------------------------------------------------------------------------
+
+
+class StageReached(Exception):
+    """Raised in place of the first stage: the settings guard let the experiment through."""
+
+
+def test_guard_settings_records_then_compares(tmp_path):
+    from sftlab.stages import guard_settings
+
+    path = tmp_path / "rec.yaml"
+    first = {"lr": 1e-3, "lora": {"r": 8, "alpha": 16}, "eval": {"limit": 3}, "tags": ("a", "b")}
+    assert guard_settings(path, first, what="an experiment") is None
+    assert yaml.safe_load(path.read_text())["lora"] == {"r": 8, "alpha": 16}
+    # the same settings (a tuple reads back as a list; a key set to None is the key left out) resume
+    assert guard_settings(path, {**first, "tags": ["a", "b"], "extra": None}, what="an experiment")["lr"] == 1e-3
+    changed = {**first, "lora": {"r": 16, "alpha": 16}, "eval": {"limit": 5}}
+    with pytest.raises(ConfigError) as e:
+        guard_settings(path, changed, what="an experiment", noun="config")
+    msg = str(e.value)
+    assert "holds an experiment started with a different config" in msg
+    assert "differs in: eval.limit (3 -> 5), lora.r (8 -> 16)" in msg and "lora.alpha" not in msg
+    assert yaml.safe_load(path.read_text())["lora"]["r"] == 8  # a refused rerun leaves the record alone
+    # only the compared part must match; a JSON record works the same way
+    jpath = tmp_path / "rec.json"
+    guard_settings(jpath, {"base": {"x": 1}, "runs": ["a"]}, what="a sweep")
+    assert guard_settings(jpath, {"base": {"x": 1}, "runs": ["a", "b"]}, what="a sweep",
+                          compared=lambda m: m["base"])["runs"] == ["a"]
+    with pytest.raises(ConfigError, match=r"different base config \(differs in: base.x \(1 -> 2\)\)"):
+        guard_settings(jpath, {"base": {"x": 2}, "runs": ["a"]}, what="a sweep", noun={"base": "base config"})
+    with pytest.raises(ConfigError, match=r"\(1 -> 3\)\); delete it to start over$"):
+        guard_settings(jpath, {"base": {"x": 3}, "runs": ["a"]}, what="a sweep", remedy="delete it to start over")
+    # fresh: the stage produced nothing yet, so the record is simply replaced
+    assert guard_settings(jpath, {"base": {"x": 2}}, what="a sweep", fresh=True) is None
+    assert json.loads(jpath.read_text()) == {"base": {"x": 2}}
+
+
+def test_run_resumes_with_the_same_config_and_refuses_a_changed_one(run_config, tmp_path, monkeypatch):
+    import sftlab.run
+
+    def stop(*args, **kwargs):
+        raise StageReached
+
+    monkeypatch.setattr(sftlab.run, "run_eval", stop)
+    out = tmp_path / "exp"
+    with pytest.raises(StageReached):
+        run_experiment(load_run_config(run_config))
+    recorded = (out / "run_config.yaml").read_text()
+    train_recorded = (out / "train_config.yaml").read_text()
+    with pytest.raises(StageReached):  # same settings: the guard lets the rerun resume
+        run_experiment(load_run_config(run_config))
+    with pytest.raises(ConfigError) as e:
+        run_experiment(load_run_config(run_config, {"eval.limit": 2, "eval.system_prompt": "Be brief.", "learning_rate": 1e-3}))
+    msg = str(e.value)
+    assert f"{out} holds an experiment started with a different config" in msg
+    assert "eval.limit (3 -> 2)" in msg and "learning_rate (0.002 -> 0.001)" in msg
+    assert "eval.system_prompt (None -> 'Be brief.')" in msg
+    assert (out / "run_config.yaml").read_text() == recorded
+    assert (out / "train_config.yaml").read_text() == train_recorded
+    # eval settings alone are not part of the training config: that record is refused on its own
+    from sftlab.stages import write_train_config
+
+    cfg = load_run_config(run_config, {"max_steps": 3})
+    with pytest.raises(ConfigError, match=r"different training config \(differs in: max_steps \(2 -> 3\)\)"):
+        write_train_config(out / "train_config.yaml", cfg.train_config(), what="an experiment")

@@ -18,7 +18,8 @@ import yaml
 from conftest import run_cli
 
 from sftlab.errors import ConfigError
-from sftlab.sweep import expand_override_sets, load_sweep_config, run_name, run_sweep, safe_name
+from sftlab.layout import safe_name
+from sftlab.sweep import expand_override_sets, load_sweep_config, run_name, run_sweep
 
 LEARNING_RATES = [1.0e-3, 3.0e-3]
 _CACHE: dict[str, subprocess.CompletedProcess] = {}
@@ -240,3 +241,43 @@ def test_invalid_run_config_fails_before_any_training(tmp_path, tiny_model_dir, 
     assert "learnig_rate" in proc.stderr and "learning_rate" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not list((tmp_path / "o").glob("runs/*/train/*")), "nothing may be trained before every config is valid"
+
+
+class StageReached(Exception):
+    """Raised in place of the first stage: the settings guard let the sweep through."""
+
+
+def test_sweep_resumes_with_the_same_settings_and_refuses_changed_ones(tmp_path, tiny_model_dir, ifeval_dir,
+                                                                        monkeypatch):
+    import sftlab.sweep
+
+    def stop(*args, **kwargs):
+        raise StageReached
+
+    monkeypatch.setattr(sftlab.sweep, "run_eval", stop)
+    data = write_conversations(tmp_path / "c.jsonl", n=4)
+    out = tmp_path / "o"
+    p = _write(tmp_path, {"base": tiny_train_config(tiny_model_dir, data), "grid": {"learning_rate": [1e-3, 2e-3]},
+                          "eval": tiny_eval_settings(ifeval_dir), "output_dir": str(out)})
+    with pytest.raises(StageReached):
+        run_sweep(load_sweep_config(p))
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [r["name"] for r in manifest["runs"]] == ["lr-0.001", "lr-0.002"]
+    # the same settings resume; so do a batch size that cannot change greedy outputs and a longer grid
+    with pytest.raises(StageReached):
+        run_sweep(load_sweep_config(p, {"eval.batch_size": 2, "grid.learning_rate": [1e-3, 2e-3, 3e-3]}))
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [r["name"] for r in manifest["runs"]] == ["lr-0.001", "lr-0.002", "lr-0.003"]
+    with pytest.raises(ConfigError) as e:
+        run_sweep(load_sweep_config(p, {"max_steps": 3, "eval.limit": 2}))
+    msg = str(e.value)
+    assert f"{out} holds a sweep started with a different base config and eval settings" in msg
+    assert "differs in: base.max_steps (2 -> 3), eval.limit (4 -> 2)" in msg
+    assert [r["name"] for r in json.loads((out / "sweep.json").read_text())["runs"]] == [
+        "lr-0.001", "lr-0.002", "lr-0.003"]
+    # one run's training config is guarded on its own too
+    (out / "runs" / "lr-0.001" / "train_config.yaml").write_text(
+        yaml.safe_dump({**tiny_train_config(tiny_model_dir, data), "learning_rate": 5e-4}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"runs/lr-0.001 holds run 'lr-0.001' started with a different training "
+                                          r"config \(differs in: learning_rate \(0.0005 -> 0.001\), output_dir"):
+        run_sweep(load_sweep_config(p))

@@ -18,6 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from sftlab.utils import stable_hash
+
 # ---------------------------------------------------------------------------------------- training
 
 TRAIN_CONFIG = "sftlab_config.yaml"  # the resolved training config, TrainingArguments included
@@ -70,6 +72,22 @@ REPORT_HTML = "report.html"
 REPORT_JSON = "report.json"
 LOSS_ALL_RUNS = "loss_all_runs.png"
 IFEVAL_PLOT = "ifeval.png"
+
+
+def safe_name(text: str, max_len: int = 96) -> str:
+    """A file or directory name made from free text: letters, digits, ``.``, ``+``, ``-``, ``_``.
+
+    Over ``max_len`` characters the name is cut and a hash of the whole text appended, so it stays unique.
+    """
+    s = re.sub(r"[^A-Za-z0-9.+_-]+", "-", text).strip("-.") or "run"
+    if len(s) > max_len:
+        s = s[: max_len - 9].rstrip("-_.") + "-" + stable_hash(text, 8)
+    return s
+
+
+def loss_plot_name(run: str) -> str:
+    """The report's loss-curve PNG of one run."""
+    return f"loss_{safe_name(run)}.png"
 
 
 @dataclass(frozen=True)

@@ -28,24 +28,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from sftlab.config import read_config_file, set_dotted
 from sftlab.errors import ConfigError
-from sftlab.sweep import (
-    FIGURE_LABELS,
-    FIGURES,
+from sftlab.ifeval import METRICS
+from sftlab.layout import RunDir
+from sftlab.results import FIGURE_LABELS
+from sftlab.stages import (
     EvalSettings,
-    fix_floats,
-    log,
-    read_json,
+    guard_settings,
     run_eval,
     run_training,
-    set_dotted,
     validate_train_mapping,
     write_train_config,
 )
-from sftlab.train import read_config_file
-from sftlab.utils import atomic_write_text
+from sftlab.utils import log, read_json
 
 
 @dataclass
@@ -56,20 +52,24 @@ class RunConfig:
     source: str = ""
 
     @property
+    def dir(self) -> RunDir:
+        return RunDir(self.output_dir)
+
+    @property
     def baseline_dir(self) -> Path:
-        return self.output_dir / "baseline_eval"
+        return self.dir.baseline.root
 
     @property
     def train_dir(self) -> Path:
-        return self.output_dir / "train"
+        return self.dir.train.root
 
     @property
     def finetuned_dir(self) -> Path:
-        return self.output_dir / "finetuned_eval"
+        return self.dir.finetuned.root
 
     @property
     def report_dir(self) -> Path:
-        return self.output_dir / "report"
+        return self.dir.report.root
 
     def train_config(self) -> dict[str, Any]:
         cfg = copy.deepcopy(self.train)
@@ -82,7 +82,7 @@ class RunConfig:
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a training config with an ``eval:`` block; ``overrides`` use dotted keys (``eval.limit``)."""
-    raw = fix_floats(read_config_file(path, "config"))
+    raw = read_config_file(path, "config")
     for k, v in (overrides or {}).items():
         set_dotted(raw, k, v)
     ev = raw.pop("eval", None)
@@ -95,31 +95,12 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     return RunConfig(train=raw, eval=settings, output_dir=Path(out), source=str(path))
 
 
-def _guard_config(cfg: RunConfig) -> None:
-    """Record the resolved config; refuse to continue an experiment started with a different one."""
-    path = cfg.output_dir / "run_config.yaml"
-    new = cfg.resolved()
-    text = yaml.safe_dump(new, sort_keys=False, allow_unicode=True)
-    if path.is_file():
-        old = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        new_plain = yaml.safe_load(text)
-        if old != new_plain:
-            keys = sorted(k for k in set(old) | set(new_plain) if old.get(k) != new_plain.get(k))
-            if keys == ["eval"]:
-                keys = [f"eval.{k}" for k in sorted(set(old["eval"]) | set(new_plain["eval"]))
-                        if old["eval"].get(k) != new_plain["eval"].get(k)]
-            raise ConfigError(f"{cfg.output_dir} holds an experiment started with a different config (differs in: "
-                              f"{', '.join(keys)}); use another output_dir or delete {cfg.output_dir}")
-        return
-    atomic_write_text(path, text)
-
-
 def _report_is_fresh(cfg: RunConfig) -> bool:
-    html = cfg.report_dir / "report.html"
-    if not html.is_file() or not (cfg.report_dir / "report.md").is_file():
+    rd = cfg.dir
+    html = rd.report.html
+    if not html.is_file() or not rd.report.markdown.is_file():
         return False
-    inputs = [cfg.baseline_dir / "summary.json", cfg.finetuned_dir / "summary.json",
-              cfg.train_dir / "train_summary.json"]
+    inputs = [rd.baseline.summary, rd.finetuned.summary, rd.train.summary]
     return all(p.is_file() and p.stat().st_mtime <= html.stat().st_mtime for p in inputs)
 
 
@@ -130,9 +111,10 @@ def run_experiment(cfg: RunConfig, *, launcher: str | None = None, report: bool 
     # hub_token) must leave no run_config.yaml behind that a corrected rerun would be refused by.
     validate_train_mapping(cfg.train_config())
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
-    _guard_config(cfg)
-    train_cfg_path = cfg.output_dir / "train_config.yaml"
-    write_train_config(train_cfg_path, cfg.train_config(), what="experiment")
+    # Record the resolved config; refuse to continue an experiment started with a different one.
+    guard_settings(cfg.dir.config, cfg.resolved(), what="an experiment", noun="config")
+    train_cfg_path = cfg.dir.train_config
+    write_train_config(train_cfg_path, cfg.train_config(), what="an experiment")
 
     base_summary = run_eval(str(cfg.train["model"]), cfg.baseline_dir, cfg.eval,
                             chat_template=cfg.train.get("chat_template"), label="[1/4] baseline")
@@ -141,14 +123,14 @@ def run_experiment(cfg: RunConfig, *, launcher: str | None = None, report: bool 
     report_paths: dict[str, Any] = {}
     if report:
         if _report_is_fresh(cfg):
-            log(f"sftlab: [4/4] report is up to date, skipping ({cfg.report_dir / 'report.html'})")
-            report_paths = {"markdown": cfg.report_dir / "report.md", "html": cfg.report_dir / "report.html"}
+            log(f"sftlab: [4/4] report is up to date, skipping ({cfg.dir.report.html})")
+            report_paths = {"markdown": cfg.dir.report.markdown, "html": cfg.dir.report.html}
         else:
             from sftlab.report import write_report
 
             log("sftlab: [4/4] writing the report")
             report_paths = write_report(baseline=cfg.baseline_dir, runs=[cfg.output_dir], output_dir=cfg.report_dir)
-    train_summary = read_json(cfg.train_dir / "train_summary.json")
+    train_summary = read_json(cfg.dir.train.summary)
     return {"baseline": base_summary, "finetuned": ft_summary, "train": train_summary, "report": report_paths,
             "output_dir": cfg.output_dir, "seconds": time.time() - t0}
 
@@ -157,7 +139,7 @@ def format_outcome(res: dict[str, Any]) -> str:
     """The four figures before and after, for the terminal."""
     b, f = res["baseline"], res["finetuned"]
     lines = [f"{'IFEval (%)':<16}{'baseline':>10}{'fine-tuned':>12}{'delta':>9}"]
-    for k in FIGURES:
+    for k in METRICS:
         lines.append(f"{FIGURE_LABELS[k]:<16}{100 * b[k]:>10.1f}{100 * f[k]:>12.1f}{100 * (f[k] - b[k]):>+9.1f}")
     n = (f.get("counts") or {}).get("prompts")
     if n:

@@ -109,6 +109,13 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def log(msg: str) -> None:
+    """A progress message on stderr (like the progress bars), so that stdout stays for results."""
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
 def setup_nltk_data() -> None:
     """Point NLTK at a local punkt_tab when none is configured.
 

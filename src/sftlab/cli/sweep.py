@@ -17,14 +17,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sftlab.config import parse_overrides
-    from sftlab.sweep import load_sweep_config, results_markdown, run_sweep
+    from sftlab.results import results_markdown, varied_keys_of
+    from sftlab.sweep import load_sweep_config, run_sweep
 
     cfg = load_sweep_config(args.sweep, parse_overrides(args.overrides or [], nested=False))
     res = run_sweep(cfg)
-    import json
-
-    varied = json.loads((cfg.output_dir / "sweep.json").read_text(encoding="utf-8")).get("varied", [])
-    print(results_markdown(res["rows"], varied))
+    print(results_markdown(res["rows"], varied_keys_of([cfg.output_dir])))
     print(f"results: {res['results_csv']}  {res['results_md']}")
     if res.get("report"):
         print(f"report: {res['report']}")

@@ -1,0 +1,192 @@
+"""Report sections 5 to 7: baseline vs fine-tuned, per-instruction results, example outputs.
+
+Every comparison is made on the prompts a run shares with the baseline, from the per-prompt verdicts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sftlab.ifeval import METRICS
+from sftlab.layout import IFEVAL_PLOT, RESULTS_LOOSE, RESULTS_STRICT
+from sftlab.report.document import (
+    SECTION_TITLES,
+    TRIM_CHARS,
+    Block,
+    Bullets,
+    Code,
+    Image,
+    P,
+    Section,
+    Table,
+    signed,
+    trim,
+)
+from sftlab.report.evals import Comparison, EvalData, binomial_se, noise_verdict, paired_se, per_instruction
+from sftlab.report.plots import plot_ifeval
+from sftlab.results import FIGURE_LABELS, pct
+
+# ---- section 5 --------------------------------------------------------------------------------
+
+
+def section_baseline(c: Comparison, images: dict[str, bytes], data: dict[str, Any]) -> Section:
+    records, run_figs, base_figs, commons, best = c.records, c.run_figs, c.base_figs, c.commons, c.best
+    blocks: list[Block] = []
+    same = all(len(c) == len(commons[0]) for c in commons) and all(bf == base_figs[0] for bf in base_figs)
+    n = base_figs[best]["n_prompts"]
+    headers = ["figure", "baseline"]
+    for r in records:
+        headers += [f"`{r.name}`", "Δ"]
+    table = []
+    for k in METRICS:
+        row = [FIGURE_LABELS[k], pct(base_figs[best][k])]
+        for rf, bf in zip(run_figs, base_figs, strict=True):
+            row += [pct(rf[k]), signed(rf[k] - bf[k])]
+        table.append(row)
+    blocks.append(P(f"IFEval accuracies in percent on {n} prompts ({base_figs[best]['n_instructions']} instructions), "
+                    f"from the per-prompt verdicts in `{RESULTS_STRICT}` and `{RESULTS_LOOSE}`; "
+                    f"Δ = fine-tuned minus baseline, in points."
+                    + ("" if same else " Runs were scored on different prompt sets; each Δ uses the prompts that "
+                                      "run shares with the baseline.")))
+    blocks.append(Table(headers, table))
+    se_lines = []
+    deltas = []
+    for r, ev, common, rf, bf in zip(records, c.evals, commons, run_figs, base_figs, strict=True):
+        a, b = c.base.follows_all(common), ev.follows_all(common)
+        d = rf["prompt_level_strict_acc"] - bf["prompt_level_strict_acc"]
+        se = paired_se(a, b)
+        verdict = noise_verdict(d, se)
+        won = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
+        lost = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
+        se_lines.append(f"`{r.name}`: prompt-level strict {pct(rf['prompt_level_strict_acc'])}% "
+                        f"(binomial standard error ±{100 * binomial_se(rf['prompt_level_strict_acc'], len(common)):.1f}) "
+                        f"vs baseline {pct(bf['prompt_level_strict_acc'])}% "
+                        f"(±{100 * binomial_se(bf['prompt_level_strict_acc'], len(common)):.1f}); "
+                        f"Δ {signed(d)} points, paired standard error ±{100 * se:.1f}: {verdict}. "
+                        f"Prompts newly followed: {won}; newly failed: {lost}.")
+        deltas.append({"run": r.name, "delta_prompt_strict": d, "paired_se": se, "won": won, "lost": lost,
+                       "figures": rf, "baseline_figures": bf})
+    blocks.append(Bullets(se_lines))
+    images[IFEVAL_PLOT] = plot_ifeval(["baseline"] + [r.name for r in records], [base_figs[best]] + run_figs)
+    blocks.append(Image(IFEVAL_PLOT, "The four IFEval figures, baseline and fine-tuned (percent)."))
+    data["baseline_figures"] = base_figs[best]
+    data["comparisons"] = deltas
+    return Section(SECTION_TITLES[4], blocks)
+
+
+# ---- section 6 --------------------------------------------------------------------------------
+
+
+def section_per_instruction(c: Comparison, data: dict[str, Any]) -> Section:
+    rec, base, ev, common = c.best_record, c.base, c.evals[c.best], c.commons[c.best]
+    before = per_instruction(base, common)
+    after = per_instruction(ev, common)
+    rows = []
+    for k in before:
+        b, a = before[k], after[k]
+        rows.append({"id": k, "n": b["n"], "strict_before": b["strict"], "strict_after": a["strict"],
+                     "loose_before": b["loose"], "loose_after": a["loose"],
+                     "d_strict": a["strict"] - b["strict"], "d_loose": a["loose"] - b["loose"]})
+    rows.sort(key=lambda x: (-x["d_strict"], -x["d_loose"], x["id"]))
+    cats = [r for r in rows if r["id"].endswith(":*")]
+    ids = [r for r in rows if not r["id"].endswith(":*")]
+
+    def table(rs):
+        return Table(["instruction", "n", "strict before", "strict after", "Δ strict", "loose before", "loose after",
+                      "Δ loose"],
+                     [[f"`{r['id']}`", r["n"], pct(r["strict_before"]), pct(r["strict_after"]),
+                       signed(r["d_strict"]), pct(r["loose_before"]), pct(r["loose_after"]), signed(r["d_loose"])]
+                      for r in rs])
+
+    improved = [r for r in ids if r["d_strict"] > 0 or (r["d_strict"] == 0 and r["d_loose"] > 0)]
+    regressed = [r for r in ids if r["d_strict"] < 0 or (r["d_strict"] == 0 and r["d_loose"] < 0)]
+
+    def names(rs):
+        return ", ".join(f"`{r['id']}` ({signed(r['d_strict'], 0)} strict, n={r['n']})" for r in rs) or "none"
+
+    blocks = [
+        P(f"Baseline vs the best run, `{rec.name}`, on {len(common)} prompts; instruction-level accuracy in percent "
+          f"per category (the part of the id before the colon, shown as `category:*`) and per instruction id, "
+          f"sorted by the change in strict accuracy. n is how many times the instruction occurs, so one prompt "
+          f"moves an id with n occurrences by 100/n points."),
+        Bullets([f"**Improved** ({len(improved)}): {names(improved)}",
+                 f"**Regressed** ({len(regressed)}): {names(regressed)}",
+                 f"Unchanged: {len(ids) - len(improved) - len(regressed)} instruction ids."]),
+        P("By category:"), table(cats), P("By instruction id:"), table(ids),
+    ]
+    data["per_instruction"] = rows
+    return Section(SECTION_TITLES[5], blocks)
+
+
+# ---- section 7 --------------------------------------------------------------------------------
+
+
+def _passed_list(res: dict[str, Any]) -> str:
+    return ", ".join(f"{'✓' if ok else '✗'} `{iid}`" for iid, ok in
+                     zip(res["instruction_id_list"], res["follow_instruction_list"], strict=True))
+
+
+def _example_blocks(label: str, prompt: str, base: EvalData, ev: EvalData, run_name: str) -> list[Block]:
+    b, f = base.strict[prompt], ev.strict[prompt]
+    key = base.keys.get(prompt) or ev.keys.get(prompt)
+    return [
+        P(f"**{label}**" + (f" (IFEval key {key})" if key is not None else "") + ":"),
+        Code(trim(prompt, 600)),
+        P(f"Baseline ({sum(b['follow_instruction_list'])}/{len(b['follow_instruction_list'])} instructions "
+          f"followed, strict): {_passed_list(b)}"),
+        Code(trim(b.get("response", ""))),
+        P(f"Fine-tuned `{run_name}` ({sum(f['follow_instruction_list'])}/{len(f['follow_instruction_list'])} "
+          f"instructions followed, strict): {_passed_list(f)}"),
+        Code(trim(f.get("response", ""))),
+    ]
+
+
+def choose_examples(base: EvalData, ev: EvalData, common: list[str], k: int = 3) -> dict[str, Any]:
+    """Prompts where the fine-tuned model follows all instructions (strict) and the baseline does not.
+
+    When there are none, the prompts where it follows the most additional instructions stand in
+    (labelled as such). Ties go to prompts with more instructions, then to shorter prompts, so the
+    choice is deterministic. One regression (the reverse case) is added when there is one.
+    """
+    def n_ok(res, p):
+        return sum(bool(x) for x in res[p]["follow_instruction_list"])
+
+    wins = [p for p in common if ev.strict[p]["follow_all_instructions"] and not base.strict[p]["follow_all_instructions"]]
+    wins.sort(key=lambda p: (-len(ev.strict[p]["instruction_id_list"]), len(p), p))
+    kind = "full"
+    if not wins:
+        kind = "partial"
+        wins = [p for p in common if n_ok(ev.strict, p) > n_ok(base.strict, p)]
+        wins.sort(key=lambda p: (-(n_ok(ev.strict, p) - n_ok(base.strict, p)), len(p), p))
+    losses = [p for p in common if base.strict[p]["follow_all_instructions"] and not ev.strict[p]["follow_all_instructions"]]
+    losses.sort(key=lambda p: (-len(base.strict[p]["instruction_id_list"]), len(p), p))
+    return {"wins": wins[:k], "kind": kind, "regression": losses[:1], "n_wins": len(wins), "n_losses": len(losses)}
+
+
+def section_examples(c: Comparison, data: dict[str, Any]) -> Section:
+    rec, base, ev, common = c.best_record, c.base, c.evals[c.best], c.commons[c.best]
+    ch = choose_examples(base, ev, common)
+    blocks: list[Block] = []
+    if ch["kind"] == "full" and ch["wins"]:
+        blocks.append(P(f"{ch['n_wins']} of {len(common)} prompts are followed completely (strict) by `{rec.name}` "
+                        f"and not by the baseline; {len(ch['wins'])} of them, chosen automatically (most "
+                        f"instructions first), with both responses trimmed to {TRIM_CHARS} characters."))
+    elif ch["wins"]:
+        blocks.append(P(f"No prompt is followed completely by `{rec.name}` while the baseline fails it. Shown instead: "
+                        f"{len(ch['wins'])} of the {ch['n_wins']} prompts where it follows more instructions than the "
+                        f"baseline (largest gain first)."))
+    else:
+        blocks.append(P(f"On none of the {len(common)} prompts does `{rec.name}` follow more instructions than the "
+                        f"baseline, so there is no improvement to show."))
+    for i, p in enumerate(ch["wins"], 1):
+        blocks += _example_blocks(f"Example {i}", p, base, ev, rec.name)
+    if ch["regression"]:
+        blocks.append(P(f"Regression ({ch['n_losses']} prompt(s) followed completely by the baseline but not by "
+                        f"`{rec.name}`), the first by the same ordering:"))
+        blocks += _example_blocks("Regression", ch["regression"][0], base, ev, rec.name)
+    else:
+        blocks.append(P("No regression: every prompt the baseline follows completely, the fine-tuned model follows too."))
+    data["examples"] = {"wins": [base.keys.get(p) or p[:60] for p in ch["wins"]], "kind": ch["kind"],
+                        "regression": [base.keys.get(p) or p[:60] for p in ch["regression"]]}
+    return Section(SECTION_TITLES[6], blocks)
+

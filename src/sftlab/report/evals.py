@@ -1,0 +1,145 @@
+"""IFEval verdicts read back per prompt, the figures on a set of prompts, and their noise.
+
+Comparisons between the baseline and a fine-tuned model are made on the prompts both were scored
+on, from the per-prompt verdicts, so a run evaluated on a different subset cannot produce a
+misleading delta. The figures themselves come from :func:`sftlab.ifeval.aggregate`, the same code
+that wrote each ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sftlab.errors import SftlabError
+from sftlab.ifeval import METRICS, aggregate
+from sftlab.layout import EvalDir
+from sftlab.results import RunRecord, best_index, results_row
+from sftlab.utils import read_json, read_jsonl
+
+
+@dataclass
+class EvalData:
+    """One model's IFEval verdicts, keyed by prompt (the official result files carry no key)."""
+
+    dir: Path
+    summary: dict[str, Any]
+    strict: dict[str, dict[str, Any]]
+    loose: dict[str, dict[str, Any]]
+    keys: dict[str, Any]
+
+    def follows_all(self, prompts: list[str]) -> list[bool]:
+        """Strict prompt-level outcome per prompt: every instruction followed."""
+        return [bool(self.strict[p]["follow_all_instructions"]) for p in prompts]
+
+
+def load_eval(eval_dir: str | Path) -> EvalData:
+    d = EvalDir(Path(eval_dir))
+    if not d.summary.is_file():
+        raise SftlabError(f"{d.root} is not a finished evaluation (no {d.summary.name}); run 'sftlab eval' into it "
+                          f"first")
+    summary = read_json(d.summary)
+    strict = {r["prompt"]: r for r in read_jsonl(d.results_strict)}
+    loose = {r["prompt"]: r for r in read_jsonl(d.results_loose)}
+    if not strict or not loose:
+        raise SftlabError(f"{d.root}: {d.results_strict.name} / {d.results_loose.name} missing or empty")
+    keys = {r["prompt"]: r.get("key") for r in read_jsonl(d.responses) if "prompt" in r}
+    return EvalData(d.root, summary, strict, loose, keys)
+
+
+def common_prompts(ev: EvalData, base: EvalData) -> list[str]:
+    """The prompts both evaluations scored, in ``ev``'s order."""
+    return [p for p in ev.strict if p in base.strict and p in ev.loose and p in base.loose]
+
+
+def _aggregate_on(ev: EvalData, prompts: list[str]) -> dict[str, Any]:
+    return aggregate([ev.strict[p] for p in prompts], [ev.loose[p] for p in prompts])
+
+
+def figures_on(ev: EvalData, prompts: list[str]) -> dict[str, Any]:
+    """The four IFEval figures on ``prompts`` (non-empty), with ``n_prompts`` and ``n_instructions``."""
+    agg = _aggregate_on(ev, prompts)
+    return {"n_prompts": agg["counts"]["prompts"], "n_instructions": agg["counts"]["instructions"],
+            **agg["metrics"]}
+
+
+def per_instruction(ev: EvalData, prompts: list[str]) -> dict[str, dict[str, Any]]:
+    """Count and strict/loose accuracy per instruction id and per category (shown as ``category:*``)."""
+    per = _aggregate_on(ev, prompts)["per_instruction"]
+    out = {}
+    for table, suffix in (("by_category", ":*"), ("by_id", "")):
+        for name, v in per[table].items():
+            out[name + suffix] = {"n": v["count"], "strict": v["strict_acc"], "loose": v["loose_acc"]}
+    return out
+
+
+def binomial_se(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
+
+
+def paired_se(a: list[bool], b: list[bool]) -> float:
+    """Standard error of mean(b - a) for paired 0/1 outcomes on the same prompts."""
+    n = len(a)
+    if n < 2:
+        return float("nan")
+    d = [int(y) - int(x) for x, y in zip(a, b, strict=True)]
+    m = sum(d) / n
+    var = sum((x - m) ** 2 for x in d) / (n - 1)
+    return math.sqrt(var / n)
+
+
+def noise_verdict(d: float, se: float) -> str:
+    """Whether a paired difference ``d`` with standard error ``se`` stands out of the noise."""
+    if se is None or math.isnan(se):
+        return "too few prompts to judge noise"
+    if se == 0:
+        return "no prompt changed" if d == 0 else "every changed prompt moved the same way"
+    z = d / se
+    if abs(z) < 2:
+        return f"within noise (|Δ| < 2 standard errors, z = {z:.1f})"
+    return f"beyond 2 standard errors (z = {z:.1f})"
+
+
+@dataclass
+class Comparison:
+    """The baseline against every run, on the prompts each run shares with it: what sections 5 to 8 report.
+
+    ``rows`` are the runs' results rows (:func:`sftlab.results.results_row`) with the IFEval figures
+    recomputed on those shared prompts; ``best`` indexes the best of them.
+    """
+
+    base: EvalData
+    records: list[RunRecord]
+    evals: list[EvalData]
+    commons: list[list[str]]
+    run_figs: list[dict[str, Any]]
+    base_figs: list[dict[str, Any]]
+    rows: list[dict[str, Any]]
+    varied_keys: list[str]
+    best: int = 0
+
+    @property
+    def best_record(self) -> RunRecord:
+        return self.records[self.best]
+
+
+def compare(base: EvalData, records: list[RunRecord], varied_keys: list[str]) -> Comparison:
+    """Load each run's verdicts and recompute its figures and the baseline's on the prompts they share."""
+    evals = [load_eval(r.eval_dir) for r in records]  # type: ignore[arg-type]
+    rows = [results_row(r, varied_keys) for r in records]
+    commons, run_figs, base_figs = [], [], []
+    for ev in evals:
+        common = common_prompts(ev, base)
+        if not common:
+            raise SftlabError(f"{ev.dir} and the baseline {base.dir} share no prompt; evaluate both on the same data")
+        commons.append(common)
+        run_figs.append(figures_on(ev, common))
+        base_figs.append(figures_on(base, common))
+    for row, f in zip(rows, run_figs, strict=True):
+        row.update({k: f[k] for k in METRICS})
+        row["n_prompts"] = f["n_prompts"]
+    best = best_index(rows)
+    assert best is not None
+    return Comparison(base, records, evals, commons, run_figs, base_figs, rows, varied_keys, best)
