@@ -806,7 +806,7 @@ def test_trust_remote_code_is_off_unless_the_config_turns_it_on(monkeypatch, tin
     import transformers
 
     from sftlab import models
-    from sftlab.train import SFTConfig, load_config
+    from sftlab.config import TrainConfig, load_config
 
     seen = []
 
@@ -824,7 +824,7 @@ def test_trust_remote_code_is_off_unless_the_config_turns_it_on(monkeypatch, tin
             load(str(tiny_model_dir))
     assert seen == [("model", False), ("tokenizer", False)]
 
-    assert SFTConfig().trust_remote_code is False
+    assert TrainConfig().trust_remote_code is False
     data = tmp_path / "d.jsonl"
     data.write_text(GOOD, encoding="utf-8")
     base = {"model": str(tiny_model_dir), "data": str(data), "output_dir": str(tmp_path / "o")}

@@ -305,7 +305,7 @@ def test_bad_choice_and_secret_keys(capsys, tiny_model_dir, data_file):
 
 
 def test_overrides_parse_yaml_values_and_nested_keys():
-    from sftlab.train import parse_overrides
+    from sftlab.config import parse_overrides
 
     got = parse_overrides(["--learning_rate", "2e-5", "--lora.r=8", "--packing", "--report_to", "none",
                            "--lora.target_modules", "[q_proj, v_proj]", "--max_samples", "null"])
@@ -314,7 +314,7 @@ def test_overrides_parse_yaml_values_and_nested_keys():
 
 
 def test_load_config_coerces_yaml_floats_and_derives_accumulation(tmp_path, tiny_model_dir, data_file, monkeypatch):
-    from sftlab.train import load_config
+    from sftlab.config import load_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     cfg_file = tmp_path / "c.yaml"

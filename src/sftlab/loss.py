@@ -434,10 +434,10 @@ def make_compute_loss(kind: str = "reference", chunk_size: int = DEFAULT_CHUNK_S
     Use it as::
 
         loss_fn = make_compute_loss("chunked", 256)
-        class SFTTrainer(Trainer):
+        class MyTrainer(Trainer):
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 return loss_fn(self, model, inputs, return_outputs, num_items_in_batch)
-        SFTTrainer(..., compute_loss_func=compute_loss_from_logits)
+        MyTrainer(..., compute_loss_func=compute_loss_from_logits)
 
     Passing ``compute_loss_func`` too is what makes the Trainer count ``num_items_in_batch`` over the
     whole accumulated step for any model and skip its own division by the accumulation steps.
