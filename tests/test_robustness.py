@@ -513,24 +513,12 @@ N_PROMPTS = 8
 def chatty_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """A tiny Llama whose greedy answers differ from prompt to prompt (init std 0.1; with the default
     0.02 a 2-layer random model repeats one token, and equal responses would prove little)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from helpers import save_tiny_llama
 
     from sftlab.models import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_dir), chat_template="chatml")
-    torch.manual_seed(0)
-    im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      tie_word_embeddings=True, initializer_range=0.1, bos_token_id=tok.bos_token_id,
-                      eos_token_id=im_end, pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    model.generation_config.eos_token_id = [im_end, tok.eos_token_id]
-    out = tmp_path_factory.mktemp("chatty-llama")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_llama(tok, tmp_path_factory.mktemp("chatty-llama"), initializer_range=0.1)
 
 
 def _jsonl(path: Path) -> list[dict]:
