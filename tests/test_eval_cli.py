@@ -59,6 +59,7 @@ def test_score_only_errors_are_one_line(cli, ifeval_dir, tmp_path):
     assert "resp.jsonl:2" in err and "prompt not found" in err
 
 
+@pytest.mark.integration
 def test_generate_then_resume_and_settings_guard(cli, tiny_model_dir, ifeval_dir, tmp_path):
     out = tmp_path / "ev"
     args = ["eval", "--model", str(tiny_model_dir), "--output-dir", str(out), "--ifeval-data",

@@ -525,6 +525,7 @@ DDP_WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 def test_chunked_loss_under_ddp_synchronises_to_the_global_token_mean(tmp_path):
     from safetensors.torch import load_file
 

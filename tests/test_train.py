@@ -96,6 +96,7 @@ def baseline(tmp_path_factory, tiny_model_dir, data_file) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_trains_from_yaml_with_overrides_and_loss_falls(baseline):
     losses = train_losses(baseline)
     steps = sorted(losses)
@@ -129,6 +130,7 @@ def test_trains_from_yaml_with_overrides_and_loss_falls(baseline):
     assert not list(baseline.rglob("training_args.bin"))
 
 
+@pytest.mark.integration
 def test_saved_model_loads_with_chat_template_and_stops_at_end_of_turn(tmp_path, tiny_model_dir):
     """Replies in training end with ``<|im_end|>``; the saved model, loaded back and generating greedily
     with sftlab's generation, answers and stops right there (not at max_new_tokens)."""
@@ -165,6 +167,7 @@ def test_saved_model_loads_with_chat_template_and_stops_at_end_of_turn(tmp_path,
     assert sftlab.generate.last_stats.new_tokens == n_answer + 1 < max_new
 
 
+@pytest.mark.integration
 def test_resume_after_stop_continues_step_and_loss_history(tmp_path, tiny_model_dir, data_file, baseline):
     """A run stopped after its step-6 checkpoint (rebuilt from the baseline's files) resumes at step 7."""
     import shutil
@@ -187,6 +190,7 @@ def test_resume_after_stop_continues_step_and_loss_history(tmp_path, tiny_model_
     assert summary["tokens"] == json.loads((baseline / "train_summary.json").read_text())["tokens"]
 
 
+@pytest.mark.integration
 def test_sigkill_after_first_checkpoint_then_rerun_gives_identical_weights(tmp_path, tiny_model_dir, data_file,
                                                                            baseline):
     out = tmp_path / "out"
@@ -213,6 +217,7 @@ def test_sigkill_after_first_checkpoint_then_rerun_gives_identical_weights(tmp_p
     assert max_abs_diff(weights(out), weights(baseline)) < 1e-5
 
 
+@pytest.mark.integration
 def test_chunked_loss_trains_like_reference(tmp_path, tiny_model_dir, data_file, baseline):
     out = tmp_path / "out"
     ok(run_cli(*train_args(tiny_model_dir, data_file, out, "--learning_rate", "3e-3", "--num_train_epochs", "2",
@@ -225,6 +230,7 @@ def test_chunked_loss_trains_like_reference(tmp_path, tiny_model_dir, data_file,
     assert json.loads((out / "train_summary.json").read_text())["loss_kind"] == "chunked"
 
 
+@pytest.mark.integration
 def test_packing_with_length_grouping_trains_and_overwrite_starts_over(tmp_path, tiny_model_dir, data_file,
                                                                       baseline):
     import shutil
@@ -401,6 +407,7 @@ def test_packed_rows_attend_only_within_their_conversation(tiny_model_dir):
             offset += n
 
 
+@pytest.mark.integration
 def test_lora_trains_and_saves_a_merged_model(tmp_path, tiny_model_dir, data_file):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -455,6 +462,7 @@ def test_failed_training_run_leaves_the_output_dir_unlocked(tmp_path, tiny_model
         pass
 
 
+@pytest.mark.integration
 def test_resolved_config_holds_every_training_argument_and_loads_back(baseline):
     """``sftlab_config.yaml`` is the whole run: every TrainingArguments field, plain YAML, and a
     valid training config that resolves to the same settings."""
