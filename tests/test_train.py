@@ -486,3 +486,43 @@ def test_resolved_config_holds_every_training_argument_and_loads_back(baseline):
     cfg, ta = load_config(baseline / "sftlab_config.yaml")
     again = saved_config(cfg, resolve_training_arguments(cfg, ta), saved["sftlab_version"])
     assert again == saved
+
+
+def test_preprocess_config_is_derived_from_the_training_config():
+    """Every preprocessing setting comes from the training config's key of the same meaning."""
+    import dataclasses
+
+    from sftlab.config import TrainConfig
+    from sftlab.preprocess import PreprocessConfig
+
+    cfg = TrainConfig(model="m", tokenizer="t", data="d", conversation_field="msgs", max_samples=5, max_rounds=2,
+                      strict=True, masking="reverse", chat_template="chatml", model_max_length=99, truncation="left",
+                      num_proc=3)
+    got = dataclasses.asdict(PreprocessConfig.from_train_config(cfg, sample_seed=7))
+    assert got == {"data": "d", "tokenizer": "t", "chat_template": "chatml", "conversation_field": "msgs",
+                   "masking": "reverse", "max_length": 99, "truncation": "left", "max_rounds": 2, "max_samples": 5,
+                   "sample_seed": 7, "strict": True, "num_proc": 3}
+    assert PreprocessConfig.from_train_config(TrainConfig(model="m", data="d")).tokenizer == "m"
+
+
+def test_checkpoint_bookkeeping(tmp_path):
+    """Only marked checkpoints count; stale and newer ones go; metrics are cut back to the resumed step."""
+    from sftlab import checkpoints
+
+    for step, complete in ((2, True), (4, True), (6, False)):
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        (ckpt / "trainer_state.json").write_text("{}")
+        if complete:
+            checkpoints.write_marker(ckpt, {"global_step": step, "tokens": 10 * step})
+    (tmp_path / "checkpoint-x").mkdir()
+    assert [s for s, _ in checkpoints.list_checkpoints(tmp_path)] == [2, 4, 6]
+    assert checkpoints.latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    resume = checkpoints.find_resume_checkpoint(tmp_path, explicit=None, overwrite=False)
+    assert resume == tmp_path / "checkpoint-4" and checkpoints.resume_offsets(resume)["tokens"] == 40
+    checkpoints.remove_stale_checkpoints(tmp_path, tmp_path / "checkpoint-2")
+    assert [s for s, _ in checkpoints.list_checkpoints(tmp_path)] == [2]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 3, "loss": 2.0}\n{"step": 4, "lo')
+    checkpoints.truncate_metrics(metrics, 2)
+    assert metrics.read_text() == '{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n'
