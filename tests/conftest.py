@@ -59,31 +59,13 @@ def tokenizer(tokenizer_dir):
 
 def make_tiny_llama(tokenizer_dir: Path, out_dir: Path, *, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
     """Save a tiny random-init Llama on the real SmolLM2 tokenizer (with chatml) to ``out_dir``."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from helpers import save_tiny_llama
 
     from sftlab.models import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_dir), chat_template="chatml")
-    torch.manual_seed(seed)
-    cfg = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=hidden,
-        intermediate_size=hidden * 2,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=4096,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tok.pad_token_id,
-    )
-    model = LlamaForCausalLM(cfg)
-    model.generation_config.eos_token_id = [tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id]
-    model.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
-    return out_dir
+    return save_tiny_llama(tok, out_dir, seed=seed, hidden_size=hidden, intermediate_size=hidden * 2,
+                           num_hidden_layers=layers)
 
 
 @pytest.fixture(scope="session")

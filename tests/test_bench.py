@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
+
 from sftlab.bench import PARTS, run_suite
 
 TINY = {
@@ -26,6 +28,7 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.integration
 def test_quick_suite_writes_valid_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     res = run_suite(quick=True, parts=["machine", "preprocess", "loss", "generate"], json_path=out, sizes=TINY)
@@ -80,6 +83,7 @@ def test_cli_machine_part_json(cli, tmp_path):
     assert set(PARTS) >= {"machine", "preprocess", "loss", "generate", "train"}
 
 
+@pytest.mark.integration
 def test_train_part_measures_all_three_paths_on_the_same_tokens(tmp_path):
     out = tmp_path / "bench.json"
     res = run_suite(quick=True, parts=["train"], json_path=out, sizes=TINY)

@@ -18,6 +18,7 @@ def _jsonl(path):
         return [json.loads(line) for line in f if line.strip()]
 
 
+@pytest.mark.integration
 def test_score_only_writes_official_formats(cli, ifeval_dir, tmp_path):
     random_prompts = {r["prompt"] for r in _jsonl(ifeval_dir / "input_data_gpt4_era.jsonl") if r["key"] in (1122, 1129)}
     subset = [r for r in _jsonl(ifeval_dir / "gpt4_responses.jsonl") if r["prompt"] not in random_prompts][:40]
@@ -59,6 +60,7 @@ def test_score_only_errors_are_one_line(cli, ifeval_dir, tmp_path):
     assert "resp.jsonl:2" in err and "prompt not found" in err
 
 
+@pytest.mark.integration
 def test_generate_then_resume_and_settings_guard(cli, tiny_model_dir, ifeval_dir, tmp_path):
     out = tmp_path / "ev"
     args = ["eval", "--model", str(tiny_model_dir), "--output-dir", str(out), "--ifeval-data",

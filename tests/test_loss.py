@@ -11,6 +11,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import helpers  # tests/ is on sys.path (rootdir-less test modules)
 import pytest
 import torch
 import torch.nn.functional as F
@@ -197,16 +198,57 @@ def test_low_precision_inputs_are_computed_in_float32():
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["reference", "chunked"])
+def test_gradcheck_passes_in_float64(kind):
+    """float64 inputs are computed in float64, so finite differences can check the analytic gradients."""
+    h, w, labels = random_problem(batch=2, seq=5, hidden=4, vocab=7, p_mask=0.3, seed=11, dtype=torch.float64)
+    bias = torch.randn(7, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert (labels[:, 1:] != -100).sum() >= 3
+
+    def loss(a, b, c):
+        if kind == "reference":
+            return cross_entropy_loss(a @ b.t() + c, labels, 6)
+        return chunked_cross_entropy_loss(a, b, labels, 6, chunk_size=3, bias=c)
+
+    leaves = tuple(t.clone().requires_grad_() for t in (h, w, bias))
+    assert loss(*leaves).dtype == torch.float64
+    assert torch.autograd.gradcheck(loss, leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+#: Loss and two gradient fingerprints (gradients dotted with fixed random tensors) computed by the
+#: implementation before float64 support (commit 6f7813f), on ``random_problem(2, 11, 16, 97, seed=7)``.
+BEFORE_FLOAT64 = {
+    (torch.float32, "reference"): (12.374940872192383, 1.8074050303205684, -0.373094093753621),
+    (torch.float32, "chunked"): (12.3749418258667, 1.8074047816472196, -0.373094060686963),
+    (torch.bfloat16, "reference"): (12.387866020202637, 1.8043585964039908, -0.367429845010698),
+    (torch.bfloat16, "chunked"): (12.379894256591797, 1.8074811835697295, -0.3761021165504),
+}
+
+
+@pytest.mark.parametrize("dtype, kind", list(BEFORE_FLOAT64))
+def test_float32_and_bf16_results_are_unchanged(dtype, kind):
+    h, w, labels = random_problem(batch=2, seq=11, hidden=16, vocab=97, seed=7, dtype=dtype)
+    g = torch.Generator().manual_seed(1)
+    ph = torch.randn(h.shape, generator=g, dtype=torch.float64)
+    pw = torch.randn(w.shape, generator=g, dtype=torch.float64)
+    hh, ww = h.clone().requires_grad_(), w.clone().requires_grad_()
+    if kind == "reference":
+        loss = cross_entropy_loss(hh @ ww.t(), labels, 9)
+    else:
+        loss = chunked_cross_entropy_loss(hh, ww, labels, 9, chunk_size=5)
+    loss.backward()
+    assert loss.dtype == torch.float32 and hh.grad.dtype == dtype
+    got = (loss.item(), (hh.grad.double() * ph).sum().item(), (ww.grad.double() * pw).sum().item())
+    assert got == pytest.approx(BEFORE_FLOAT64[(dtype, kind)], rel=1e-6, abs=1e-7)
+
+
 # ------------------------------------------------------------------------------------------------
 # a real (tiny) model: tied weights, bias, LoRA, refusals
 # ------------------------------------------------------------------------------------------------
 
 
 def tiny_llama(seed: int = 0, **overrides):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(LlamaConfig(**{**TINY, **overrides}))
+    return helpers.tiny_llama(seed=seed, **{**TINY, **overrides})
 
 
 def toy_examples() -> list[dict[str, list[int]]]:
@@ -284,7 +326,8 @@ def test_chunked_loss_for_model_supports_an_untied_biased_head():
 
 
 def test_chunked_loss_for_model_goes_through_lora_layers():
-    peft = pytest.importorskip("peft", reason="peft is a declared optional dependency (sftlab[lora])")
+    import peft  # a declared dependency (sftlab[lora]) that CI installs: missing is a failure, not a skip
+
     batch = collate(toy_examples())
 
     def wrapped():
@@ -460,15 +503,15 @@ DDP_WORKER = textwrap.dedent(
     import json, os, sys
     import torch, torch.distributed as dist
     from safetensors.torch import save_file
-    from transformers import LlamaConfig, LlamaForCausalLM
     from sftlab.loss import chunked_loss_for_model
 
-    rank, world, store, out, cfg, batches = sys.argv[1:7]
+    rank, world, store, out, cfg, batches, tests_dir = sys.argv[1:8]
+    sys.path.insert(0, tests_dir)
+    from helpers import tiny_llama
     rank, world = int(rank), int(world)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(**json.loads(cfg)))
+    model = tiny_llama(seed=0, **json.loads(cfg))
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     batches = json.loads(batches)
     mine = {k: torch.tensor(v) for k, v in batches[rank].items()}
@@ -482,6 +525,7 @@ DDP_WORKER = textwrap.dedent(
 )
 
 
+@pytest.mark.integration
 def test_chunked_loss_under_ddp_synchronises_to_the_global_token_mean(tmp_path):
     from safetensors.torch import load_file
 
@@ -502,6 +546,7 @@ def test_chunked_loss_under_ddp_synchronises_to_the_global_token_mean(tmp_path):
                 str(tmp_path),
                 json.dumps(TINY),
                 payload,
+                str(Path(__file__).parent),
             ],
             env=env,
             stdout=subprocess.PIPE,

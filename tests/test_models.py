@@ -19,6 +19,7 @@ def test_gguf_alias_resolves_to_the_installed_file():
     assert src.gguf_file and src.gguf_file.endswith(".gguf")
 
 
+@pytest.mark.integration
 def test_gguf_weights_load_as_an_ordinary_float_model(gguf_model, tmp_path):
     """transformers keeps a GGUF quantizer on the dequantised model; sftlab detaches it so the
     Trainer accepts the model and a saved checkpoint is a plain float one that reloads identically."""
@@ -39,6 +40,7 @@ def test_gguf_weights_load_as_an_ordinary_float_model(gguf_model, tmp_path):
     assert torch.equal(again.state_dict()[name], weight)
 
 
+@pytest.mark.integration
 def test_gguf_model_answers_a_simple_question_greedily(gguf_model):
     """End to end on real weights: the GGUF tokenizer's own chat template, greedy decoding, stop at
     the end-of-turn token. An instruction-tuned 135M model gets 2 + 2 right."""

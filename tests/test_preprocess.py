@@ -216,6 +216,7 @@ def test_cli_errors_in_a_real_subprocess(tokenizer_dir, tmp_path, cli):
         assert str(source) in lines[0] and fragment in lines[0]
 
 
+@pytest.mark.integration
 @pytest.mark.slow
 def test_real_sharegpt_2000_conversations_with_smollm2_and_chatml(tokenizer, tokenizer_dir, tmp_path, cli):
     """The issue's real-data check: 2,000 ShareGPT conversations, 2 worker processes, stats printed."""

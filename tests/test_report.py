@@ -49,6 +49,7 @@ def sections_of(md: str) -> dict[str, str]:
     return {parts[i].strip(): parts[i + 1] for i in range(1, len(parts), 2)}
 
 
+@pytest.mark.integration
 def test_report_has_the_eight_sections_filled_from_the_runs(sweep_report):
     import torch
     import transformers
@@ -120,6 +121,7 @@ def test_report_has_the_eight_sections_filled_from_the_runs(sweep_report):
     assert len(table) == 4 and all(line in analysis for line in table)
 
 
+@pytest.mark.integration
 def test_report_images_are_real_pngs(sweep_report):
     import matplotlib.image as mpimg
 
@@ -148,6 +150,7 @@ def _chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.integration
 def test_report_html_renders_in_headless_chromium(sweep_report, tmp_path):
     import matplotlib.image as mpimg
 
@@ -188,6 +191,7 @@ def _write_eval(out: Path, inputs: list[dict], responses: dict[str, str], model:
     return results
 
 
+@pytest.mark.integration
 def test_report_calls_out_improvements_regressions_and_examples(tmp_path, tmp_path_factory, tiny_model_dir, ifeval_dir):
     from sftlab.ifeval import load_ifeval_inputs, score_responses
 
@@ -241,6 +245,7 @@ def test_report_calls_out_improvements_regressions_and_examples(tmp_path, tmp_pa
     assert "Only one configuration was trained" in secs["8. Hyperparameters and analysis"]
 
 
+@pytest.mark.integration
 def test_report_errors_are_one_line(tmp_path, tmp_path_factory, tiny_model_dir, ifeval_dir):
     _, sweep = ensure_sweep(tmp_path_factory, tiny_model_dir, ifeval_dir)
     proc = run_cli("report", "--runs", str(tmp_path), "--output-dir", str(tmp_path / "r"))

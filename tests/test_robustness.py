@@ -313,6 +313,7 @@ def failing_runs(tmp_path_factory, tokenizer_dir, tiny_model_dir, ifeval_dir, si
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(DATA_CASES))
 def test_bad_data_through_preprocess_strict(failing_runs, case):
     proc, out, ctx = failing_runs[f"preprocess:{case}"]
@@ -321,6 +322,7 @@ def test_bad_data_through_preprocess_strict(failing_runs, case):
     assert files_under(out) == []
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", list(DATA_CASES))
 def test_bad_data_through_train(failing_runs, case):
     proc, out, ctx = failing_runs[f"train:{case}"]
@@ -349,6 +351,7 @@ CONFIG_EXPECT = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", CONFIG_CASES)
 def test_config_errors_say_what_to_change(failing_runs, case):
     proc, out, _ = failing_runs[f"config:{case}"]
@@ -386,6 +389,7 @@ SECRET_EXPECT = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", SECRET_CASES)
 def test_api_key_in_config_is_refused_never_echoed_never_written(failing_runs, case):
     proc, out, _ = failing_runs[f"secret:{case}"]
@@ -410,6 +414,7 @@ IFEVAL_EXPECT = {
 }
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("case", IFEVAL_CASES)
 def test_broken_ifeval_files_are_located_errors(failing_runs, case):
     proc, out, ctx = failing_runs[f"ifeval:{case}"]
@@ -458,6 +463,7 @@ def skip_runs(tmp_path_factory, tokenizer_dir, tiny_model_dir) -> dict:
     return {"root": root, "data": data, **res}
 
 
+@pytest.mark.integration
 def test_skipped_records_are_counted_by_reason_in_printed_summaries(skip_runs):
     root = skip_runs["root"]
     pre, train = skip_runs["preprocess"], skip_runs["train"]
@@ -472,6 +478,7 @@ def test_skipped_records_are_counted_by_reason_in_printed_summaries(skip_runs):
     assert summary["num_train_examples"] == 6
 
 
+@pytest.mark.integration
 def test_tokens_in_the_environment_never_reach_logs_or_output_files(skip_runs):
     """HF_TOKEN / WANDB_API_KEY were set for both runs: neither their output nor any file written holds them."""
     root = skip_runs["root"]
@@ -486,6 +493,7 @@ def test_tokens_in_the_environment_never_reach_logs_or_output_files(skip_runs):
     assert "hub_token" not in resolved
 
 
+@pytest.mark.integration
 def test_resumed_training_and_cache_hit_load_no_pickle(skip_runs, site_dir, tmp_path, tiny_model_dir):
     """Resuming reads optimizer, scheduler and RNG state from the checkpoint (weights-only loads) and the
     preprocess cache (Arrow + JSON): the audit hook must see no unrestricted unpickling at all."""
@@ -513,30 +521,19 @@ N_PROMPTS = 8
 def chatty_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     """A tiny Llama whose greedy answers differ from prompt to prompt (init std 0.1; with the default
     0.02 a 2-layer random model repeats one token, and equal responses would prove little)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from helpers import save_tiny_llama
 
     from sftlab.models import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_dir), chat_template="chatml")
-    torch.manual_seed(0)
-    im_end = tok.convert_tokens_to_ids("<|im_end|>")
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                      tie_word_embeddings=True, initializer_range=0.1, bos_token_id=tok.bos_token_id,
-                      eos_token_id=im_end, pad_token_id=tok.pad_token_id)
-    model = LlamaForCausalLM(cfg)
-    model.generation_config.eos_token_id = [im_end, tok.eos_token_id]
-    out = tmp_path_factory.mktemp("chatty-llama")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return save_tiny_llama(tok, tmp_path_factory.mktemp("chatty-llama"), initializer_range=0.1)
 
 
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
+@pytest.mark.integration
 def test_eval_killed_mid_generation_resumes_without_regenerating(tmp_path, chatty_model_dir, ifeval_dir, site_dir):
     args = ["eval", "--model", str(chatty_model_dir), "--ifeval-data", str(ifeval_dir / "input_data.jsonl"),
             "--limit", str(N_PROMPTS), "--max-new-tokens", "160", "--batch-size", "1", "--no-progress"]
@@ -681,8 +678,8 @@ ALLOWED_WRITES = {
     ("generate.py", "append_responses", "open:a"): "responses.jsonl is append-only, flushed and fsynced per "
                                                    "batch; a torn last line is dropped on resume",
     ("generate.py", "read_responses_file", "open:r+b"): "cuts a torn last line off responses.jsonl",
-    ("train.py", "_write", "open:a"): "metrics.jsonl is append-only, flushed and fsynced per log line",
-    ("train.py", "_lock_output_dir", "open:w"): "an empty lock file for flock; nothing reads its content",
+    ("trainer.py", "_write", "open:a"): "metrics.jsonl is append-only, flushed and fsynced per log line",
+    ("checkpoints.py", "output_dir_lock", "open:w"): "an empty lock file for flock; nothing reads its content",
     ("bench/loss.py", "_hwm_supported", "write_text"): "writes to /proc/self/clear_refs, not a file",
     ("bench/loss.py", "_peak_growth_mb", "write_text"): "writes to /proc/self/clear_refs, not a file",
 }
@@ -806,7 +803,7 @@ def test_trust_remote_code_is_off_unless_the_config_turns_it_on(monkeypatch, tin
     import transformers
 
     from sftlab import models
-    from sftlab.train import SFTConfig, load_config
+    from sftlab.config import TrainConfig, load_config
 
     seen = []
 
@@ -824,7 +821,7 @@ def test_trust_remote_code_is_off_unless_the_config_turns_it_on(monkeypatch, tin
             load(str(tiny_model_dir))
     assert seen == [("model", False), ("tokenizer", False)]
 
-    assert SFTConfig().trust_remote_code is False
+    assert TrainConfig().trust_remote_code is False
     data = tmp_path / "d.jsonl"
     data.write_text(GOOD, encoding="utf-8")
     base = {"model": str(tiny_model_dir), "data": str(data), "output_dir": str(tmp_path / "o")}

@@ -25,6 +25,7 @@ def run_config(tmp_path, tiny_model_dir, ifeval_dir):
     return p
 
 
+@pytest.mark.integration
 def test_run_end_to_end_then_rerun_skips_every_stage(run_config, tmp_path):
     out = tmp_path / "exp"
     proc = run_cli("run", str(run_config), "--eval.limit", "4")

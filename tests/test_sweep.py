@@ -89,6 +89,7 @@ def built_sweep(tmp_path_factory, tiny_model_dir, ifeval_dir):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_sweep_trains_evaluates_and_writes_results(built_sweep):
     _, out = built_sweep
     manifest = json.loads((out / "sweep.json").read_text())
@@ -130,6 +131,7 @@ def test_sweep_trains_evaluates_and_writes_results(built_sweep):
     assert (out / "report" / "report.html").is_file()
 
 
+@pytest.mark.integration
 def test_rerun_skips_finished_work_and_resumes_unfinished(built_sweep):
     sweep_yaml, out = built_sweep
     watched = [out / "baseline_eval" / "summary.json", out / "report" / "report.html"]
@@ -162,6 +164,7 @@ def test_rerun_skips_finished_work_and_resumes_unfinished(built_sweep):
     assert (out / "report" / "report.html").stat().st_mtime_ns > before[out / "report" / "report.html"]
 
 
+@pytest.mark.integration
 def test_changed_base_config_or_eval_settings_are_refused(built_sweep):
     sweep_yaml, out = built_sweep
     before = (out / "sweep.json").read_text()

@@ -96,6 +96,7 @@ def baseline(tmp_path_factory, tiny_model_dir, data_file) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_trains_from_yaml_with_overrides_and_loss_falls(baseline):
     losses = train_losses(baseline)
     steps = sorted(losses)
@@ -129,21 +130,44 @@ def test_trains_from_yaml_with_overrides_and_loss_falls(baseline):
     assert not list(baseline.rglob("training_args.bin"))
 
 
-def test_saved_model_loads_with_chat_template_and_stops_at_end_of_turn(baseline):
+@pytest.mark.integration
+def test_saved_model_loads_with_chat_template_and_stops_at_end_of_turn(tmp_path, tiny_model_dir):
+    """Replies in training end with ``<|im_end|>``; the saved model, loaded back and generating greedily
+    with sftlab's generation, answers and stops right there (not at max_new_tokens)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(baseline)
-    model = AutoModelForCausalLM.from_pretrained(baseline)
+    import sftlab.generate
+    from sftlab.generate import GenerationConfig, generate_responses, stop_token_ids
+
+    question, answer = "Say the magic words.", "The magic words are please and thank you."
+    data = tmp_path / "same.jsonl"
+    data.write_text("".join(json.dumps({"conversations": [{"from": "human", "value": question},
+                                                          {"from": "gpt", "value": answer}]}) + "\n"
+                            for _ in range(8)), encoding="utf-8")
+    out = tmp_path / "out"
+    ok(run_cli(*train_args(tiny_model_dir, data, out, "--learning_rate", "1e-2", "--max_steps", "40",
+                           "--eval_fraction", "0", "--save_steps", "100")))
+
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForCausalLM.from_pretrained(out).eval()
     assert tok.chat_template and "<|im_start|>" in tok.chat_template
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert text.rstrip().endswith("<|im_start|>assistant")
     im_end = tok.convert_tokens_to_ids("<|im_end|>")
     eos = model.generation_config.eos_token_id
-    assert im_end in (eos if isinstance(eos, list) else [eos])
+    assert im_end in (eos if isinstance(eos, list) else [eos]) and im_end in stop_token_ids(tok, model)
     assert model.config.use_cache is True
-    assert list(baseline.glob("*.safetensors"))
+
+    max_new = 40
+    got = generate_responses(model, tok, [question], GenerationConfig(max_new_tokens=max_new, batch_size=1),
+                             progress=False)
+    assert got == [answer]
+    # It stopped at the end-of-turn token: the answer's tokens plus <|im_end|>, far below the limit.
+    n_answer = len(tok(answer, add_special_tokens=False)["input_ids"])
+    assert sftlab.generate.last_stats.new_tokens == n_answer + 1 < max_new
 
 
+@pytest.mark.integration
 def test_resume_after_stop_continues_step_and_loss_history(tmp_path, tiny_model_dir, data_file, baseline):
     """A run stopped after its step-6 checkpoint (rebuilt from the baseline's files) resumes at step 7."""
     import shutil
@@ -166,6 +190,7 @@ def test_resume_after_stop_continues_step_and_loss_history(tmp_path, tiny_model_
     assert summary["tokens"] == json.loads((baseline / "train_summary.json").read_text())["tokens"]
 
 
+@pytest.mark.integration
 def test_sigkill_after_first_checkpoint_then_rerun_gives_identical_weights(tmp_path, tiny_model_dir, data_file,
                                                                            baseline):
     out = tmp_path / "out"
@@ -192,6 +217,7 @@ def test_sigkill_after_first_checkpoint_then_rerun_gives_identical_weights(tmp_p
     assert max_abs_diff(weights(out), weights(baseline)) < 1e-5
 
 
+@pytest.mark.integration
 def test_chunked_loss_trains_like_reference(tmp_path, tiny_model_dir, data_file, baseline):
     out = tmp_path / "out"
     ok(run_cli(*train_args(tiny_model_dir, data_file, out, "--learning_rate", "3e-3", "--num_train_epochs", "2",
@@ -204,6 +230,7 @@ def test_chunked_loss_trains_like_reference(tmp_path, tiny_model_dir, data_file,
     assert json.loads((out / "train_summary.json").read_text())["loss_kind"] == "chunked"
 
 
+@pytest.mark.integration
 def test_packing_with_length_grouping_trains_and_overwrite_starts_over(tmp_path, tiny_model_dir, data_file,
                                                                       baseline):
     import shutil
@@ -305,7 +332,7 @@ def test_bad_choice_and_secret_keys(capsys, tiny_model_dir, data_file):
 
 
 def test_overrides_parse_yaml_values_and_nested_keys():
-    from sftlab.train import parse_overrides
+    from sftlab.config import parse_overrides
 
     got = parse_overrides(["--learning_rate", "2e-5", "--lora.r=8", "--packing", "--report_to", "none",
                            "--lora.target_modules", "[q_proj, v_proj]", "--max_samples", "null"])
@@ -314,7 +341,7 @@ def test_overrides_parse_yaml_values_and_nested_keys():
 
 
 def test_load_config_coerces_yaml_floats_and_derives_accumulation(tmp_path, tiny_model_dir, data_file, monkeypatch):
-    from sftlab.train import load_config
+    from sftlab.config import load_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     cfg_file = tmp_path / "c.yaml"
@@ -380,6 +407,7 @@ def test_packed_rows_attend_only_within_their_conversation(tiny_model_dir):
             offset += n
 
 
+@pytest.mark.integration
 def test_lora_trains_and_saves_a_merged_model(tmp_path, tiny_model_dir, data_file):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -396,3 +424,105 @@ def test_lora_trains_and_saves_a_merged_model(tmp_path, tiny_model_dir, data_fil
     changed = [k for k in before if not (before[k] == merged[k]).all()]
     assert changed and all("q_proj" in k or "v_proj" in k for k in changed)  # only the adapted layers moved
     AutoModelForCausalLM.from_pretrained(out)
+
+
+# --------------------------------------------------------------------------------------------------
+# The output directory: lock, resolved config
+# --------------------------------------------------------------------------------------------------
+
+
+def test_output_dir_lock_excludes_a_second_run_and_is_released_on_error(tmp_path):
+    from sftlab.checkpoints import output_dir_lock
+    from sftlab.errors import SftlabError
+
+    with output_dir_lock(tmp_path):
+        with pytest.raises(SftlabError, match="another sftlab train is running"), output_dir_lock(tmp_path):
+            pass
+    with pytest.raises(RuntimeError, match="boom"), output_dir_lock(tmp_path):
+        raise RuntimeError("boom")
+    with output_dir_lock(tmp_path):  # free again after the failure
+        pass
+
+
+def test_failed_training_run_leaves_the_output_dir_unlocked(tmp_path, tiny_model_dir):
+    """A run that fails after taking the lock (here: its data file is missing) releases it at once, even
+    while its traceback (and so its frames) is still alive: a second run can start."""
+    from sftlab.checkpoints import output_dir_lock
+    from sftlab.config import load_config
+    from sftlab.errors import SftlabError
+    from sftlab.train import train
+
+    out = tmp_path / "out"
+    cfg, ta = load_config(SMOKE, ["--model", str(tiny_model_dir), "--data", str(tmp_path / "missing.jsonl"),
+                                  "--output_dir", str(out)])
+    with pytest.raises(SftlabError) as failure:
+        train(cfg, ta)
+    assert (out / ".sftlab-train.lock").exists() and failure.traceback  # it did lock, and its frames live on
+    with output_dir_lock(out):
+        pass
+
+
+@pytest.mark.integration
+def test_resolved_config_holds_every_training_argument_and_loads_back(baseline):
+    """``sftlab_config.yaml`` is the whole run: every TrainingArguments field, plain YAML, and a
+    valid training config that resolves to the same settings."""
+    import dataclasses
+
+    import yaml
+    from transformers import TrainingArguments
+
+    from sftlab.config import load_config, resolve_training_arguments, saved_config
+
+    text = (baseline / "sftlab_config.yaml").read_text()
+    saved = yaml.safe_load(text)
+    fields = {f.name for f in dataclasses.fields(TrainingArguments) if f.init and not f.name.startswith("_")}
+    assert fields - {"hub_token", "local_rank", "resume_from_checkpoint"} <= set(saved)
+    assert "hub_token" not in saved and "!!python" not in text
+    for key, want in {"learning_rate": 3e-3, "lr_scheduler_type": "constant", "warmup_steps": 0,
+                      "num_train_epochs": 2, "max_steps": -1, "weight_decay": 0.0, "optim": saved["optim"],
+                      "save_total_limit": 2, "gradient_accumulation_steps": 2, "seed": 0, "data_seed": 0,
+                      "bf16": False, "fp16": False, "eval_strategy": "epoch", "resolved_dtype": "fp32"}.items():
+        assert saved[key] == want, key
+    cfg, ta = load_config(baseline / "sftlab_config.yaml")
+    again = saved_config(cfg, resolve_training_arguments(cfg, ta), saved["sftlab_version"])
+    assert again == saved
+
+
+def test_preprocess_config_is_derived_from_the_training_config():
+    """Every preprocessing setting comes from the training config's key of the same meaning."""
+    import dataclasses
+
+    from sftlab.config import TrainConfig
+    from sftlab.preprocess import PreprocessConfig
+
+    cfg = TrainConfig(model="m", tokenizer="t", data="d", conversation_field="msgs", max_samples=5, max_rounds=2,
+                      strict=True, masking="reverse", chat_template="chatml", model_max_length=99, truncation="left",
+                      num_proc=3)
+    got = dataclasses.asdict(PreprocessConfig.from_train_config(cfg, sample_seed=7))
+    assert got == {"data": "d", "tokenizer": "t", "chat_template": "chatml", "conversation_field": "msgs",
+                   "masking": "reverse", "max_length": 99, "truncation": "left", "max_rounds": 2, "max_samples": 5,
+                   "sample_seed": 7, "strict": True, "num_proc": 3}
+    assert PreprocessConfig.from_train_config(TrainConfig(model="m", data="d")).tokenizer == "m"
+
+
+def test_checkpoint_bookkeeping(tmp_path):
+    """Only marked checkpoints count; stale and newer ones go; metrics are cut back to the resumed step."""
+    from sftlab import checkpoints
+
+    for step, complete in ((2, True), (4, True), (6, False)):
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        (ckpt / "trainer_state.json").write_text("{}")
+        if complete:
+            checkpoints.write_marker(ckpt, {"global_step": step, "tokens": 10 * step})
+    (tmp_path / "checkpoint-x").mkdir()
+    assert [s for s, _ in checkpoints.list_checkpoints(tmp_path)] == [2, 4, 6]
+    assert checkpoints.latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    resume = checkpoints.find_resume_checkpoint(tmp_path, explicit=None, overwrite=False)
+    assert resume == tmp_path / "checkpoint-4" and checkpoints.resume_offsets(resume)["tokens"] == 40
+    checkpoints.remove_stale_checkpoints(tmp_path, tmp_path / "checkpoint-2")
+    assert [s for s, _ in checkpoints.list_checkpoints(tmp_path)] == [2]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text('{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n{"step": 3, "loss": 2.0}\n{"step": 4, "lo')
+    checkpoints.truncate_metrics(metrics, 2)
+    assert metrics.read_text() == '{"step": 1, "loss": 3.0}\n{"step": 2, "loss": 2.5}\n'

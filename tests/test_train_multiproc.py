@@ -18,6 +18,7 @@ from conftest import REPO_ROOT, run_cli
 from test_train import SMOKE, max_abs_diff, ok, train_losses, weights, write_conversations
 
 
+@pytest.mark.integration
 def test_torchrun_two_processes_matches_one_process(tmp_path, tiny_model_dir):
     data = write_conversations(tmp_path / "convs.jsonl", n=8)
     common = ["--model", str(tiny_model_dir), "--data", str(data), "--eval_fraction", "0",

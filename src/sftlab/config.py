@@ -1,21 +1,37 @@
-"""Configuration files and command-line overrides: the one reader and the one override parser.
+"""Configuration files, command-line overrides and the training config schema.
 
 Every sftlab config is a YAML mapping (training, ``sftlab run``, sweeps); every command takes
 ``--key value`` overrides on top of it. Both are parsed here, once, so that ``--lr 2e-5`` means the
 same number to ``train``, ``run`` and ``sweep``.
+
+A training config holds sftlab's own keys (:class:`TrainConfig`) plus any
+``transformers.TrainingArguments`` field. :func:`load_config` validates everything up front (unknown
+keys with a suggestion, wrong types, batch arithmetic, the model spec) so that a typo costs a second,
+not a preprocessing pass. :func:`resolve_training_arguments` then turns the config into the one final
+``TrainingArguments`` of a run (sftlab's defaults, the user's keys, derived accumulation, precision and
+device flags), built once before training and written whole by :func:`saved_config`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import enum
+import os
 import re
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sftlab.errors import ConfigError
+from sftlab.masking import STRATEGIES as MASKING_CHOICES
+from sftlab.masking import TRUNCATIONS as TRUNCATION_CHOICES
+from sftlab.precision import DTYPE_CHOICES, resolve_precision
+from sftlab.typecheck import check_value
 
 
 def suggest(key: str, valid: list[str] | tuple[str, ...]) -> str:
@@ -143,3 +159,392 @@ def merge(base: dict, extra: dict) -> dict:
         else:
             out[k] = v
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The training config: sftlab's keys plus TrainingArguments fields
+# --------------------------------------------------------------------------------------------------
+
+LOSS_CHOICES = ("reference", "chunked")
+PADDING_CHOICES = ("longest", "max_length")
+REPORT_TO_CHOICES = ("none", "tensorboard", "wandb")
+
+#: TrainingArguments fields that would put a secret into a config file or log.
+SECRET_KEYS = ("hub_token",)
+#: TrainingArguments fields that describe one process, not the run: never written, never read back.
+PROCESS_KEYS = ("local_rank", "resume_from_checkpoint")
+#: Facts ``sftlab_config.yaml`` records next to the config; accepted (and ignored) when it is loaded back.
+RECORD_KEYS = ("world_size", "resolved_dtype", "sftlab_version")
+
+#: sftlab's defaults for TrainingArguments fields the user did not set (the Trainer's own default
+#: otherwise). Logging every step gives a loss curve per step; two kept checkpoints bound the disk.
+TRAINING_DEFAULTS: dict[str, Any] = {
+    "logging_steps": 1,
+    "save_strategy": "steps",
+    "save_steps": 500,
+    "save_total_limit": 2,
+    "report_to": "none",
+    "prediction_loss_only": True,
+    "remove_unused_columns": False,
+    "per_device_eval_batch_size": 8,
+    "dataloader_num_workers": 0,
+}
+
+
+def _default_chunk_size() -> int:
+    from sftlab.loss import DEFAULT_CHUNK_SIZE
+
+    return DEFAULT_CHUNK_SIZE
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters through peft. The merged full model is saved at the end (adapter in ``adapter/``)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] | str = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class TrainConfig:
+    """sftlab's own training keys; every other key in a train config is a ``TrainingArguments`` field."""
+
+    model: str = ""
+    tokenizer: str | None = None
+    data: str = ""
+    conversation_field: str = "conversations"
+    max_samples: int | None = None
+    max_rounds: int | None = None
+    eval_fraction: float = 0.02
+    strict: bool = False
+    masking: str = "assistant"
+    chat_template: str | None = None
+    model_max_length: int = 2048
+    truncation: str = "right"
+    loss: str = "reference"
+    loss_chunk_size: int = field(default_factory=_default_chunk_size)
+    total_batch_size: int | None = None
+    padding: str = "longest"
+    group_by_length: bool = False
+    packing: bool = False
+    lora: LoraSettings | None = None
+    dtype: str = "auto"
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    overwrite_output_dir: bool = False
+    num_proc: int = 2
+    #: Consumed by ``sftlab run`` (evaluation after training); accepted and ignored here.
+    eval: dict | None = None
+
+
+def _dataclass_fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _training_fields() -> dict[str, Any]:
+    """TrainingArguments field -> type, for validation (only fields the user may set from a config)."""
+    from transformers import TrainingArguments
+
+    try:
+        hints = typing.get_type_hints(TrainingArguments)
+    except Exception:  # pragma: no cover - unresolvable forward refs: fall back to raw annotations
+        hints = {}
+    out = {}
+    for f in dataclasses.fields(TrainingArguments):
+        if f.init and not f.name.startswith("_"):
+            out[f.name] = hints.get(f.name, f.type)
+    return out
+
+
+def valid_keys() -> list[str]:
+    """Every key a train config accepts (for ``--help`` and error messages)."""
+    return sorted(set(_dataclass_fields(TrainConfig)) | set(_training_fields()))
+
+
+def _validate_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}{suggest(str(value), list(choices))}")
+
+
+def world_size_from_env() -> int:
+    """Processes in this job as the launcher announced them (torchrun/accelerate: WORLD_SIZE; MPI:
+    PMI_SIZE, OMPI_COMM_WORLD_SIZE, MV2_COMM_WORLD_SIZE), without initialising anything."""
+    for var in ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"):
+        try:
+            n = int(os.environ.get(var, "0"))
+        except ValueError:
+            continue
+        if n > 0:
+            return n
+    return 1
+
+
+def derive_gradient_accumulation(
+    total_batch_size: int | None, per_device: int, world_size: int, requested: int | None
+) -> int:
+    """Gradient accumulation steps so that per_device x world_size x steps == total_batch_size.
+
+    An impossible combination is a :class:`ConfigError` naming the numbers to change, never a silent
+    rounding: the effective batch is a hyper-parameter of the recipe.
+    """
+    if per_device < 1:
+        raise ConfigError(f"per_device_train_batch_size must be >= 1, got {per_device}")
+    if total_batch_size is None:
+        return requested or 1
+    if total_batch_size < 1:
+        raise ConfigError(f"total_batch_size must be >= 1, got {total_batch_size}")
+    unit = per_device * world_size
+    if total_batch_size % unit:
+        lower = (total_batch_size // unit) * unit
+        options = [str(x) for x in (lower, lower + unit) if x > 0]
+        divisors = [d for d in range(1, per_device + 1) if total_batch_size % (d * world_size) == 0]
+        raise ConfigError(
+            f"total_batch_size {total_batch_size} is not divisible by per_device_train_batch_size {per_device} x "
+            f"world size {world_size} = {unit}; change total_batch_size to a multiple of {unit} "
+            f"(e.g. {' or '.join(options)}) or per_device_train_batch_size to one of {divisors}"
+        )
+    steps = total_batch_size // unit
+    if requested not in (None, steps):
+        raise ConfigError(
+            f"gradient_accumulation_steps {requested} contradicts total_batch_size {total_batch_size} = "
+            f"{per_device} per device x {world_size} processes x {steps}; set only one of them"
+        )
+    return steps
+
+
+def load_config(path: str | Path | None, overrides: list[str] | dict | None = None) -> tuple[TrainConfig, dict]:
+    """Read, merge and validate a train config; returns ``(sftlab keys, TrainingArguments kwargs)``.
+
+    ``path`` may be None to build a config from ``overrides`` alone (tests, ``sftlab run``). The
+    TrainingArguments dict carries sftlab's defaults for unset fields and the derived
+    ``gradient_accumulation_steps``; ``output_dir`` defaults to ``runs/<config name>``. A saved
+    ``sftlab_config.yaml`` loads back as a config (its record keys are ignored).
+    """
+    raw = read_config_file(path) if path is not None else {}
+    raw = merge(raw, parse_overrides(overrides))
+    cfg, ta_kwargs = _split_keys(raw)
+    _validate_train_config(cfg)
+    if "group_by_length" in raw and ta_kwargs.get("train_sampling_strategy") not in (None, "random"):
+        raise ConfigError("set either group_by_length or train_sampling_strategy, not both")
+    _validate_report_to(ta_kwargs.get("report_to", TRAINING_DEFAULTS["report_to"]))
+
+    for k, v in TRAINING_DEFAULTS.items():
+        ta_kwargs.setdefault(k, v)
+    if not ta_kwargs.get("output_dir"):
+        stem = Path(path).stem if path is not None else "sftlab"
+        ta_kwargs["output_dir"] = str(Path("runs") / stem)
+    per_device = int(ta_kwargs.get("per_device_train_batch_size") or 8)
+    ta_kwargs["per_device_train_batch_size"] = per_device
+    ta_kwargs["gradient_accumulation_steps"] = derive_gradient_accumulation(
+        cfg.total_batch_size, per_device, world_size_from_env(), ta_kwargs.get("gradient_accumulation_steps")
+    )
+    if cfg.dtype != "auto" and (ta_kwargs.get("bf16") or ta_kwargs.get("fp16")):
+        want = "bf16" if ta_kwargs.get("bf16") else "fp16"
+        if want != cfg.dtype:
+            raise ConfigError(f"dtype: {cfg.dtype} contradicts {want}: true; set only dtype")
+    return cfg, ta_kwargs
+
+
+def _split_keys(raw: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
+    """Route each key to sftlab's config or the TrainingArguments kwargs, type-checking it."""
+    ours = _dataclass_fields(TrainConfig)
+    theirs = _training_fields()
+    valid = sorted(set(ours) | set(theirs))
+    sft_kwargs: dict[str, Any] = {}
+    ta_kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config keys must be strings, got {key!r}")
+        if key in SECRET_KEYS:
+            raise ConfigError(f"'{key}' must not be set in a config (secrets stay out of files and logs); "
+                              "set HF_TOKEN in the environment instead")
+        if key in RECORD_KEYS or (key in PROCESS_KEYS and key != "resume_from_checkpoint"):
+            continue
+        if key == "lora":
+            sft_kwargs[key] = _lora_from(value)
+        elif key == "eval":
+            if value is not None and not isinstance(value, dict):
+                raise ConfigError(f"config key 'eval' must be a block of eval settings, got {type(value).__name__}")
+            sft_kwargs[key] = value
+        elif key in ours:
+            sft_kwargs[key] = check_value(key, value, ours[key])
+        elif key in theirs:
+            ta_kwargs[key] = check_value(key, value, theirs[key]) if value is not None else None
+        else:
+            raise ConfigError(f"unknown config key '{key}'{suggest(key, valid)}")
+    return TrainConfig(**sft_kwargs), ta_kwargs
+
+
+def _validate_train_config(cfg: TrainConfig) -> None:
+    if not cfg.model:
+        raise ConfigError("config key 'model' is required (a hub id, a checkpoint directory, a .gguf file or "
+                          "'smollm2-135m-instruct-gguf')")
+    if not cfg.data:
+        raise ConfigError("config key 'data' is required (a JSON/JSONL file or directory, 'sharegpt' or a hub id)")
+    _validate_choice("masking", cfg.masking, MASKING_CHOICES)
+    _validate_choice("loss", cfg.loss, LOSS_CHOICES)
+    _validate_choice("padding", cfg.padding, PADDING_CHOICES)
+    _validate_choice("truncation", cfg.truncation, TRUNCATION_CHOICES)
+    _validate_choice("dtype", cfg.dtype, DTYPE_CHOICES)
+    if not 0.0 <= cfg.eval_fraction < 1.0:
+        raise ConfigError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
+    if cfg.model_max_length < 8:
+        raise ConfigError(f"model_max_length must be >= 8, got {cfg.model_max_length}")
+    for key in ("max_samples", "max_rounds"):
+        v = getattr(cfg, key)
+        if v is not None and v < 1:
+            raise ConfigError(f"{key} must be >= 1 (or null for all), got {v}")
+    if cfg.loss_chunk_size < 1:
+        raise ConfigError(f"loss_chunk_size must be >= 1, got {cfg.loss_chunk_size}")
+    if cfg.packing and cfg.padding == "max_length":
+        raise ConfigError("packing: true already fills rows up to model_max_length; drop padding: max_length")
+
+    # Model specs are checked now: a missing path or an absent GGUF package is a config error.
+    from sftlab.models import resolve_model
+
+    resolve_model(cfg.model)
+    if cfg.tokenizer:
+        resolve_model(cfg.tokenizer)
+
+
+def _validate_report_to(report_to: Any) -> None:
+    import importlib.util
+
+    for r in [report_to] if isinstance(report_to, str) or report_to is None else report_to:
+        r = "none" if r is None else r
+        _validate_choice("report_to", r, REPORT_TO_CHOICES + ("all",))
+        if r in ("tensorboard", "wandb"):
+            mod = "tensorboard" if r == "tensorboard" else "wandb"
+            if importlib.util.find_spec(mod) is None and not (
+                r == "tensorboard" and importlib.util.find_spec("tensorboardX") is not None
+            ):
+                raise ConfigError(f"report_to: {r} needs the {mod} package (pip install {mod})")
+
+
+def _lora_from(value: Any) -> LoraSettings | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return LoraSettings()
+    if not isinstance(value, dict):
+        raise ConfigError(f"config key 'lora' must be a block (r, alpha, dropout, target_modules), got {value!r}")
+    fields_ = _dataclass_fields(LoraSettings)
+    kwargs = {}
+    for k, v in value.items():
+        if k not in fields_:
+            raise ConfigError(f"unknown lora key '{k}'{suggest(str(k), list(fields_))}")
+        kwargs[k] = check_value(f"lora.{k}", v, fields_[k])
+    lora = LoraSettings(**kwargs)
+    if lora.r < 1:
+        raise ConfigError(f"lora.r must be >= 1, got {lora.r}")
+    if not 0.0 <= lora.dropout < 1.0:
+        raise ConfigError(f"lora.dropout must be in [0, 1), got {lora.dropout}")
+    return lora
+
+
+# --------------------------------------------------------------------------------------------------
+# Resolution: one final TrainingArguments, built once before training and saved whole
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Resolved:
+    """A run's final settings: the ``TrainingArguments`` and what sftlab does itself around them."""
+
+    args: Any  # transformers.TrainingArguments
+    #: Checkpoints to keep; sftlab rotates them after its completion marker (``args.save_total_limit`` is None).
+    save_total_limit: int | None
+    #: Seeded length grouping by sftlab's sampler (``args.train_sampling_strategy`` stays "random").
+    group_by_length: bool
+    resume_from_checkpoint: Any
+    precision: str  # a label for logs and the summary, e.g. "bf16 mixed (fp32 weights)"
+    dtype: str  # fp32, bf16 or fp16: what ``dtype: auto`` became on this machine
+    world_size: int
+
+
+def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) -> Resolved:
+    """sftlab's defaults + the user's keys + derived fields -> the one ``TrainingArguments`` of the run.
+
+    Derived here, never rewritten later: precision and device flags, seeds, the evaluation schedule,
+    gradient accumulation for the launcher's world size, rotation and length grouping (done by sftlab).
+    """
+    import torch
+    import transformers
+
+    ta = dict(training_args)
+    ta["output_dir"] = str(Path(ta["output_dir"]))
+    prec = resolve_precision(cfg.dtype)
+    for k in ("bf16", "fp16", "use_cpu"):
+        if k in prec:
+            ta[k] = bool(ta.get(k)) or prec[k]
+    ta["seed"] = int(ta.get("seed", 42))
+    if ta.get("data_seed") is None:
+        ta["data_seed"] = ta["seed"]
+    save_limit = ta.get("save_total_limit")
+    ta["save_total_limit"] = None  # rotation happens after the completion marker (see sftlab.trainer)
+    group = cfg.group_by_length or ta.get("train_sampling_strategy") == "group_by_length"
+    if ta.get("train_sampling_strategy") == "group_by_length":
+        ta["train_sampling_strategy"] = "random"
+    resume = ta.pop("resume_from_checkpoint", None)
+    has_eval = cfg.eval_fraction > 0
+    if not has_eval and ta.get("eval_strategy", "no") not in ("no", None):
+        raise ConfigError("eval_strategy needs an eval split: set eval_fraction > 0 (or eval_strategy: no)")
+    if has_eval and "eval_strategy" not in ta:
+        ta["eval_strategy"] = "epoch"
+    if not torch.cuda.is_available():
+        ta.setdefault("dataloader_pin_memory", False)
+        # Without use_cpu, TrainingArguments ignores a torchrun process group on a CPU-only machine
+        # (every process would train alone as rank 0); with it, accelerate runs DDP over gloo.
+        ta.setdefault("use_cpu", True)
+    if ta.get("gradient_checkpointing"):
+        ta.setdefault("gradient_checkpointing_kwargs", {"use_reentrant": False})
+    world = world_size_from_env()
+    ta["gradient_accumulation_steps"] = derive_gradient_accumulation(
+        cfg.total_batch_size, int(ta["per_device_train_batch_size"]), world,
+        None if cfg.total_batch_size else ta.get("gradient_accumulation_steps"))
+    transformers.logging.set_verbosity_warning()
+    try:
+        args = transformers.TrainingArguments(**ta)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"invalid training arguments: {str(e).splitlines()[0]}") from e
+    return Resolved(args=args, save_total_limit=save_limit, group_by_length=bool(group),
+                    resume_from_checkpoint=resume, precision=prec["precision"], dtype=prec["dtype"],
+                    world_size=world)
+
+
+def saved_config(cfg: TrainConfig, resolved: Resolved, sftlab_version: str) -> dict[str, Any]:
+    """The run's config as plain YAML data: every sftlab key and every ``TrainingArguments`` field
+    (secrets and per-process fields left out), in the form :func:`load_config` reads back."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        out[f.name] = _plain(getattr(cfg, f.name))
+    out["group_by_length"] = resolved.group_by_length
+    args = resolved.args
+    for f in sorted(dataclasses.fields(args), key=lambda f: f.name):
+        if f.init and not f.name.startswith("_") and f.name not in SECRET_KEYS + PROCESS_KEYS:
+            out[f.name] = _plain(getattr(args, f.name))
+    out["save_total_limit"] = resolved.save_total_limit
+    out.update({"world_size": resolved.world_size, "resolved_dtype": resolved.dtype,
+                "sftlab_version": sftlab_version})
+    return out
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, enum.Enum):
+        return v.value
+    if isinstance(v, Path):
+        return str(v)
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return _plain(dataclasses.asdict(v))
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    return str(v)

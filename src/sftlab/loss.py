@@ -3,7 +3,7 @@
 Two ways to get the same number:
 
 * :func:`cross_entropy_loss` takes full logits ``(batch, seq, vocab)``. It is the reference: a
-  log-sum-exp minus the target logit, in float32, summed over the positions whose label is not
+  log-sum-exp minus the target logit, in float32 (float64 for float64 inputs), summed over the positions whose label is not
   ``-100`` and divided by ``num_items_in_batch``.
 * :func:`chunked_cross_entropy_loss` takes the final hidden states and the output projection and
   never builds the ``seq x vocab`` logits: a custom autograd function walks the target positions
@@ -52,6 +52,7 @@ __all__ = [
     "IGNORE_INDEX",
     "chunked_cross_entropy_loss",
     "chunked_loss_for_model",
+    "compute_dtype",
     "compute_loss_from_logits",
     "cross_entropy_loss",
     "make_compute_loss",
@@ -84,10 +85,22 @@ def _divide_by_items(
     else:
         denom = torch.tensor(num_items_in_batch)
     # The count may come from another device (the Trainer counts on its own device).
-    denom = denom.to(device=nll_sum.device, dtype=torch.float32)
+    denom = denom.to(device=nll_sum.device, dtype=nll_sum.dtype)
     positive = denom > 0
     safe = torch.where(positive, denom, torch.ones_like(denom))
     return torch.where(positive, nll_sum / safe, nll_sum * 0.0)
+
+
+def compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
+    """The dtype both losses compute in: the widest of float32 and the inputs' dtypes.
+
+    Low-precision inputs (bf16, fp16) are upcast to float32; float64 inputs stay float64, so the
+    losses can be checked with ``torch.autograd.gradcheck``.
+    """
+    out = torch.float32
+    for dt in dtypes:
+        out = torch.promote_types(out, dt)
+    return out
 
 
 def _shift(labels: Tensor) -> Tensor:
@@ -109,12 +122,13 @@ def cross_entropy_loss(
 
     ``-log softmax(z)[y] = logsumexp(z) - z[y]``: the log-sum-exp subtracts the row maximum before
     exponentiating (``torch.logsumexp`` does), so large logits cannot overflow. Low-precision logits
-    are upcast to float32 first. Positions labelled ``-100`` contribute nothing; the sum is divided by
-    ``num_items_in_batch`` (None: the number of valid targets here). Returns a float32 scalar.
+    are upcast to float32 first (float64 logits stay float64, see :func:`compute_dtype`). Positions
+    labelled ``-100`` contribute nothing; the sum is divided by ``num_items_in_batch`` (None: the
+    number of valid targets here). Returns a float32 scalar (float64 for float64 logits).
     """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not match")
-    z = logits[..., :-1, :].float()
+    z = logits[..., :-1, :].to(compute_dtype(logits.dtype))
     y = _shift(labels).to(z.device)
     valid = y != IGNORE_INDEX
     # Any in-range index works for ignored positions: their term is dropped by the where() below.
@@ -158,7 +172,7 @@ def compute_loss_from_logits(
 
 
 def _no_autocast(device: torch.device):
-    """Matmuls here must run in float32 even if the caller is inside an autocast region."""
+    """Matmuls here must run in the compute dtype even if the caller is inside an autocast region."""
     return torch.autocast(device_type=device.type, enabled=False)
 
 
@@ -169,7 +183,8 @@ class _ChunkedNLLSum(torch.autograd.Function):
     Forward keeps the per-row log-sum-exp (``n`` floats), not the logits. Backward recomputes each
     chunk's logits, turns them into ``softmax - onehot`` in place and accumulates both gradients:
     ``dh = G W`` and ``dW += G^T h`` (``db += sum G``), ``G`` scaled by the incoming gradient.
-    Everything runs in float32; gradients come back in the inputs' dtypes.
+    Everything runs in :func:`compute_dtype` of the inputs (float32, or float64 for float64 inputs);
+    gradients come back in the inputs' dtypes.
     """
 
     @staticmethod
@@ -177,11 +192,12 @@ class _ChunkedNLLSum(torch.autograd.Function):
         ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int
     ) -> Tensor:
         n = h.shape[0]
+        dtype = compute_dtype(h.dtype, weight.dtype, *(() if bias is None else (bias.dtype,)))
         with torch.no_grad(), _no_autocast(h.device):
-            w32 = weight.float()
-            b32 = None if bias is None else bias.float()
-            lse = torch.empty(n, dtype=torch.float32, device=h.device)
-            total = torch.zeros((), dtype=torch.float32, device=h.device)
+            w32 = weight.to(dtype)
+            b32 = None if bias is None else bias.to(dtype)
+            lse = torch.empty(n, dtype=dtype, device=h.device)
+            total = torch.zeros((), dtype=dtype, device=h.device)
             buf = _chunk_buffer(n, chunk_size, w32)
             for start in range(0, n, chunk_size):
                 stop = min(start + chunk_size, n)
@@ -203,17 +219,18 @@ class _ChunkedNLLSum(torch.autograd.Function):
         h, weight, bias, targets, lse = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         chunk_size = ctx.chunk_size
+        dtype = lse.dtype
         with torch.no_grad(), _no_autocast(h.device):
-            w32 = weight.float()
-            b32 = None if bias is None else bias.float()
-            scale = grad_total.to(torch.float32)
-            grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if need_h else None
-            grad_w = torch.zeros(w32.shape, dtype=torch.float32, device=h.device) if need_w else None
-            grad_b = torch.zeros(w32.shape[0], dtype=torch.float32, device=h.device) if need_b else None
+            w32 = weight.to(dtype)
+            b32 = None if bias is None else bias.to(dtype)
+            scale = grad_total.to(dtype)
+            grad_h = torch.empty(h.shape, dtype=dtype, device=h.device) if need_h else None
+            grad_w = torch.zeros(w32.shape, dtype=dtype, device=h.device) if need_w else None
+            grad_b = torch.zeros(w32.shape[0], dtype=dtype, device=h.device) if need_b else None
             buf = _chunk_buffer(h.shape[0], chunk_size, w32)
             for start in range(0, h.shape[0], chunk_size):
                 stop = min(start + chunk_size, h.shape[0])
-                h_c = h[start:stop].float()
+                h_c = h[start:stop].to(dtype)
                 g = _chunk_logits(h_c, w32, b32, buf)
                 # softmax = exp(z - lse), in place, minus the one-hot target. The upstream scale is
                 # applied once to the (much smaller) results below, not to every chunk of logits.
@@ -240,14 +257,14 @@ class _ChunkedNLLSum(torch.autograd.Function):
 
 
 def _chunk_buffer(n: int, chunk_size: int, w32: Tensor) -> Tensor:
-    """One reusable (chunk, vocab) float32 buffer: a fresh multi-MB allocation per chunk would be
-    returned to the OS and page-faulted back in every time (glibc mmaps blocks that large)."""
-    return torch.empty((min(chunk_size, max(n, 1)), w32.shape[0]), dtype=torch.float32, device=w32.device)
+    """One reusable (chunk, vocab) buffer in the compute dtype: a fresh multi-MB allocation per chunk
+    would be returned to the OS and page-faulted back in every time (glibc mmaps blocks that large)."""
+    return torch.empty((min(chunk_size, max(n, 1)), w32.shape[0]), dtype=w32.dtype, device=w32.device)
 
 
 def _chunk_logits(h: Tensor, w32: Tensor, b32: Tensor | None, buf: Tensor) -> Tensor:
     out = buf[: h.shape[0]]
-    h = h.float()
+    h = h.to(buf.dtype)
     if b32 is None:
         return torch.mm(h, w32.t(), out=out)
     return torch.addmm(b32, h, w32.t(), out=out)
@@ -434,10 +451,10 @@ def make_compute_loss(kind: str = "reference", chunk_size: int = DEFAULT_CHUNK_S
     Use it as::
 
         loss_fn = make_compute_loss("chunked", 256)
-        class SFTTrainer(Trainer):
+        class MyTrainer(Trainer):
             def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
                 return loss_fn(self, model, inputs, return_outputs, num_items_in_batch)
-        SFTTrainer(..., compute_loss_func=compute_loss_from_logits)
+        MyTrainer(..., compute_loss_func=compute_loss_from_logits)
 
     Passing ``compute_loss_func`` too is what makes the Trainer count ``num_items_in_batch`` over the
     whole accumulated step for any model and skip its own division by the accumulation steps.

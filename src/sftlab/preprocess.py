@@ -63,6 +63,16 @@ class PreprocessConfig:
     strict: bool = False
     num_proc: int = 2
 
+    @classmethod
+    def from_train_config(cls, cfg: Any, sample_seed: int | None = None) -> PreprocessConfig:
+        """The preprocessing a training config asks for (``cfg``: a :class:`sftlab.config.TrainConfig`)."""
+        return cls(
+            data=cfg.data, tokenizer=cfg.tokenizer or cfg.model, chat_template=cfg.chat_template,
+            conversation_field=cfg.conversation_field, masking=cfg.masking, max_length=cfg.model_max_length,
+            truncation=cfg.truncation, max_rounds=cfg.max_rounds, max_samples=cfg.max_samples,
+            sample_seed=sample_seed, strict=cfg.strict, num_proc=cfg.num_proc,
+        )
+
     def validate(self) -> None:
         from sftlab.masking import STRATEGIES, TRUNCATIONS
 

@@ -25,7 +25,8 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from sftlab.train import load_config, train, valid_keys
+    from sftlab.config import load_config, valid_keys
+    from sftlab.train import train
 
     overrides = list(args.overrides or [])
     if "--help" in overrides or "-h" in overrides or "--keys" in overrides:
