@@ -252,7 +252,7 @@ def validate_train_mapping(cfg: dict[str, Any], where: str = "") -> None:
     ``train_config.yaml``, ``run_config.yaml`` or ``sweep.json`` behind, neither a secret on disk nor
     a record that a corrected rerun would be compared against and refused by.
     """
-    from sftlab.train import load_config
+    from sftlab.config import load_config
 
     try:
         load_config(None, cfg)
