@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import enum
 import os
 import re
@@ -27,17 +26,11 @@ from typing import Any
 
 import yaml
 
-from sftlab.errors import ConfigError
+from sftlab.errors import ConfigError, suggest
 from sftlab.masking import STRATEGIES as MASKING_CHOICES
-from sftlab.masking import TRUNCATIONS as TRUNCATION_CHOICES
 from sftlab.precision import DTYPE_CHOICES, resolve_precision
+from sftlab.preprocess import TRUNCATION_CHOICES
 from sftlab.typecheck import check_value
-
-
-def suggest(key: str, valid: list[str] | tuple[str, ...]) -> str:
-    """``"; did you mean 'x'?"`` for the closest valid key, or ``""`` when none is close."""
-    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def read_config_file(path: str | Path, what: str = "config") -> dict[str, Any]:
@@ -237,6 +230,9 @@ class TrainConfig:
     trust_remote_code: bool = False
     overwrite_output_dir: bool = False
     num_proc: int = 2
+    #: Verifiable instruction augmentation of the training data (:class:`sftlab.augment.AugmentConfig`'s
+    #: keys), applied inside preprocessing and cached with it; None: the data as it is.
+    augment: dict | None = None
     #: Consumed by ``sftlab run`` (evaluation after training); accepted and ignored here.
     eval: dict | None = None
 
@@ -367,6 +363,8 @@ def _split_keys(raw: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
             continue
         if key == "lora":
             sft_kwargs[key] = _lora_from(value)
+        elif key == "augment":
+            sft_kwargs[key] = _augment_from(value)
         elif key == "eval":
             if value is not None and not isinstance(value, dict):
                 raise ConfigError(f"config key 'eval' must be a block of eval settings, got {type(value).__name__}")
@@ -424,6 +422,17 @@ def _validate_report_to(report_to: Any) -> None:
                 r == "tensorboard" and importlib.util.find_spec("tensorboardX") is not None
             ):
                 raise ConfigError(f"report_to: {r} needs the {mod} package (pip install {mod})")
+
+
+def _augment_from(value: Any) -> dict | None:
+    """The ``augment:`` block, validated now (unknown keys and instruction types fail before any work)."""
+    if value is None or value is False:
+        return None
+    from sftlab.augment import AugmentConfig
+
+    out = AugmentConfig.from_dict({} if value is True else value).to_dict()
+    out.pop("version", None)  # a record of the catalogue, not a setting (it goes into the cache key)
+    return out
 
 
 def _lora_from(value: Any) -> LoraSettings | None:

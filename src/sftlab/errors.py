@@ -7,7 +7,18 @@ status 2, without a traceback; everything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import difflib
+
 EXIT_USER_ERROR = 2
+
+
+def suggest(key: str, valid: list[str] | tuple[str, ...]) -> str:
+    """``"; did you mean 'x'?"`` for the closest valid name, or ``""`` when none is close.
+
+    Every "unknown key/type/format" error appends it, so a typo costs one glance.
+    """
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 class SftlabError(Exception):

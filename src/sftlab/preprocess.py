@@ -26,7 +26,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ MANIFEST = "manifest.json"
 STATS = "stats.json"
 DATA_DIR = "data"
 SKIP_NO_TRAINED = "no trained tokens after truncation"
+SKIP_OVERLONG = "longer than max_length (truncation: drop)"
+#: What to do with a conversation longer than ``max_length``: cut it on one side, or drop it (counted).
+TRUNCATION_CHOICES = ("right", "left", "drop")
 _PARALLEL_MIN = 64  # below this many conversations, worker start-up costs more than it saves
 #: Conversations per worker task, each encoded with one batched tokenizer call (the bench uses it too).
 ENCODE_BATCH = 64
@@ -62,6 +65,8 @@ class PreprocessConfig:
     sample_seed: int | None = None
     strict: bool = False
     num_proc: int = 2
+    #: A validated ``augment:`` block (:class:`sftlab.augment.AugmentConfig` as a mapping), or None.
+    augment: dict | None = None
 
     @classmethod
     def from_train_config(cls, cfg: Any, sample_seed: int | None = None) -> PreprocessConfig:
@@ -70,16 +75,16 @@ class PreprocessConfig:
             data=cfg.data, tokenizer=cfg.tokenizer or cfg.model, chat_template=cfg.chat_template,
             conversation_field=cfg.conversation_field, masking=cfg.masking, max_length=cfg.model_max_length,
             truncation=cfg.truncation, max_rounds=cfg.max_rounds, max_samples=cfg.max_samples,
-            sample_seed=sample_seed, strict=cfg.strict, num_proc=cfg.num_proc,
+            sample_seed=sample_seed, strict=cfg.strict, num_proc=cfg.num_proc, augment=cfg.augment,
         )
 
     def validate(self) -> None:
-        from sftlab.masking import STRATEGIES, TRUNCATIONS
+        from sftlab.masking import STRATEGIES
 
         if self.masking not in STRATEGIES:
             raise ConfigError(f"masking must be one of {', '.join(STRATEGIES)}, got '{self.masking}'")
-        if self.truncation not in TRUNCATIONS:
-            raise ConfigError(f"truncation must be right or left, got '{self.truncation}'")
+        if self.truncation not in TRUNCATION_CHOICES:
+            raise ConfigError(f"truncation must be one of {', '.join(TRUNCATION_CHOICES)}, got '{self.truncation}'")
         if not isinstance(self.max_length, int) or self.max_length < 1:
             raise ConfigError(f"max_length must be a positive integer, got {self.max_length!r}")
         for name in ("max_rounds", "max_samples"):
@@ -148,7 +153,15 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
         "masking": cfg.masking,
         "max_length": cfg.max_length,
         "truncation": cfg.truncation,
+        # Only present when set, so that caches built without augmentation keep their keys.
+        **({"augment": _augment_config(cfg).cache_info()} if cfg.augment is not None else {}),
     }
+
+
+def _augment_config(cfg: PreprocessConfig) -> Any:
+    from sftlab.augment import AugmentConfig
+
+    return AugmentConfig.from_dict(cfg.augment)
 
 
 def _sha256_file(path: Path) -> str:
@@ -286,6 +299,10 @@ def format_stats(stats: dict) -> str:
         "length (before truncation): p50 {p50:g}  p90 {p90:g}  p99 {p99:g}  max {max}".format(**stats["length"]),
         f"truncated ({stats['truncation']} side, max_length {stats['max_length']}): {stats['truncated']}",
     ]
+    aug = stats.get("augment")
+    if aug:
+        lines.append(f"augmented: {aug['augmented']} with verified instructions, {aug['plain']} plain, "
+                     f"{aug['decontaminated']} dropped by IFEval decontamination ({aug['decontamination']})")
     for note in stats.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -309,15 +326,10 @@ def _features():
     )
 
 
-def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: bool) -> dict:
-    """Compute features and stats into ``build_dir`` (data/ + stats.json); returns stats."""
-    import pyarrow as pa
-    from datasets import Dataset, DatasetInfo
-    from datasets.table import InMemoryTable
+def _load(cfg: PreprocessConfig, progress: bool) -> Any:
+    """Load and normalise the conversations, then augment them when the config asks for it."""
+    from sftlab.data import format_skips, load_conversations
 
-    from sftlab.data import load_conversations
-
-    t0 = time.perf_counter()
     loaded = load_conversations(
         cfg.data,
         conversation_field=cfg.conversation_field,
@@ -326,71 +338,94 @@ def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: boo
         max_rounds=cfg.max_rounds,
         strict=cfg.strict,
     )
-    if not loaded.conversations:
-        from sftlab.data import format_skips
+    if cfg.augment is not None and loaded.conversations:
+        from sftlab.augment import augment_loaded
 
+        augment_loaded(loaded, _augment_config(cfg), progress=progress)
+    if not loaded.conversations:
         raise DataError(cfg.data, f"no usable conversations ({format_skips(loaded.stats['skipped'])})")
-    options = {"strategy": cfg.masking, "max_length": cfg.max_length, "truncation": cfg.truncation, "method": "fast"}
-    skipped = Counter(loaded.stats["skipped"])
-    shapes: Counter = Counter()
-    full_lengths: list[int] = []
-    kept_lengths: list[int] = []
-    total_tokens = trained_tokens = truncated = fallbacks = 0
+    return loaded
+
+
+@dataclass
+class _Rows:
+    """The encoded conversations kept so far, in Arrow tables, and what was counted on the way."""
+
+    tables: list = field(default_factory=list)
+    skipped: Counter = field(default_factory=Counter)
+    shapes: Counter = field(default_factory=Counter)
+    full_lengths: list[int] = field(default_factory=list)
+    kept_lengths: list[int] = field(default_factory=list)
+    total_tokens: int = 0
+    trained_tokens: int = 0
+    truncated: int = 0
+    fallbacks: int = 0
+    encode_seconds: float = 0.0
+
+
+def _skip(cfg: PreprocessConfig, rows: _Rows, cid: str, reason: str) -> None:
+    if cfg.strict:
+        raise DataError(cfg.data, f"conversation {cid}: {reason} ({cfg.truncation} truncation to {cfg.max_length} "
+                                  f"tokens); --strict turns skipped records into errors")
+    rows.skipped[reason] += 1
+
+
+def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: bool) -> _Rows:
+    """Mask every conversation; keep the rows that have a target (and fit, under ``truncation: drop``)."""
+    import pyarrow as pa
+
+    drop = cfg.truncation == "drop"
+    options = {"strategy": cfg.masking, "max_length": cfg.max_length, "truncation": "right" if drop else cfg.truncation,
+               "method": "fast"}
+    rows = _Rows(skipped=Counter(loaded.stats["skipped"]))
     cols: dict[str, list] = {"id": [], "input_ids": [], "labels": [], "attention_mask": []}
-    tables = []
     t_enc = time.perf_counter()
-    for cid, (feats, info) in zip(
-        loaded.ids, _encode_all(loaded.conversations, tokenizer, options, cfg.num_proc, progress), strict=True
-    ):
+    encoded = _encode_all(loaded.conversations, tokenizer, options, cfg.num_proc, progress)
+    for cid, (feats, info) in zip(loaded.ids, encoded, strict=True):
         n_trained = sum(1 for x in feats["labels"] if x != -100)
-        fallbacks += info["fallback_boundaries"]
-        if n_trained == 0:
-            if cfg.strict:
-                raise DataError(
-                    cfg.data,
-                    f"conversation {cid}: {SKIP_NO_TRAINED} ({cfg.truncation} truncation to {cfg.max_length} tokens); "
-                    f"--strict turns skipped records into errors",
-                )
-            skipped[SKIP_NO_TRAINED] += 1
+        rows.fallbacks += info["fallback_boundaries"]
+        if drop and info["truncated"]:
+            _skip(cfg, rows, cid, SKIP_OVERLONG)
             continue
-        shapes[info["shape"]] += 1
-        full_lengths.append(info["full_length"])
-        kept_lengths.append(len(feats["input_ids"]))
-        truncated += int(info["truncated"])
-        total_tokens += len(feats["input_ids"])
-        trained_tokens += n_trained
+        if n_trained == 0:
+            _skip(cfg, rows, cid, SKIP_NO_TRAINED)
+            continue
+        rows.shapes[info["shape"]] += 1
+        rows.full_lengths.append(info["full_length"])
+        rows.kept_lengths.append(len(feats["input_ids"]))
+        rows.truncated += int(info["truncated"])
+        rows.total_tokens += len(feats["input_ids"])
+        rows.trained_tokens += n_trained
         cols["id"].append(cid)
         for k in ("input_ids", "labels", "attention_mask"):
             cols[k].append(feats[k])
         if len(cols["id"]) >= 1024:  # keep memory flat: move finished rows into Arrow
-            tables.append(pa.Table.from_pydict(cols, schema=_features().arrow_schema))
+            rows.tables.append(pa.Table.from_pydict(cols, schema=_features().arrow_schema))
             cols = {k: [] for k in cols}
-    enc_s = time.perf_counter() - t_enc
-    if cols["id"] or not tables:
-        tables.append(pa.Table.from_pydict(cols, schema=_features().arrow_schema))
-    n_kept = sum(t.num_rows for t in tables)
-    if n_kept == 0:
-        from sftlab.data import format_skips
+    rows.encode_seconds = time.perf_counter() - t_enc
+    if cols["id"] or not rows.tables:
+        rows.tables.append(pa.Table.from_pydict(cols, schema=_features().arrow_schema))
+    return rows
 
-        raise DataError(cfg.data, f"no usable conversations ({format_skips(dict(skipped))})")
-    ds = Dataset(InMemoryTable(pa.concat_tables(tables)), info=DatasetInfo(features=_features()))
-    _save_quietly(ds, build_dir / DATA_DIR, progress)
+
+def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, t0: float) -> dict:
+    enc_s = rows.encode_seconds
     stats = {
         "source": loaded.stats["source"],
         "records_read": loaded.stats["records_read"],
         "kept": n_kept,
-        "skipped": dict(skipped),
+        "skipped": dict(rows.skipped),
         "dropped_turns": loaded.stats["dropped_turns"],
         "notes": list(loaded.stats["notes"]),
-        "single_turn": shapes.get("single_turn", 0),
-        "multi_turn": shapes.get("multi_turn", 0),
-        "total_tokens": total_tokens,
-        "trained_tokens": trained_tokens,
-        "trained_share": round(trained_tokens / total_tokens, 6) if total_tokens else 0.0,
-        "length": _percentiles(full_lengths),
-        "length_after_truncation": _percentiles(kept_lengths),
-        "truncated": truncated,
-        "fast_path_fallback_boundaries": fallbacks,
+        "single_turn": rows.shapes.get("single_turn", 0),
+        "multi_turn": rows.shapes.get("multi_turn", 0),
+        "total_tokens": rows.total_tokens,
+        "trained_tokens": rows.trained_tokens,
+        "trained_share": round(rows.trained_tokens / rows.total_tokens, 6) if rows.total_tokens else 0.0,
+        "length": _percentiles(rows.full_lengths),
+        "length_after_truncation": _percentiles(rows.kept_lengths),
+        "truncated": rows.truncated,
+        "fast_path_fallback_boundaries": rows.fallbacks,
         "masking": cfg.masking,
         "max_length": cfg.max_length,
         "truncation": cfg.truncation,
@@ -401,10 +436,31 @@ def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: boo
         "conversations_per_second": round(len(loaded.conversations) / enc_s, 1) if enc_s > 0 else None,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
-    if fallbacks:
-        stats["notes"].append(
-            f"masking fast path fell back to the reference for {fallbacks} message boundaries (same output, slower)"
-        )
+    if "augment" in loaded.stats:
+        stats["augment"] = loaded.stats["augment"]
+    if rows.fallbacks:
+        stats["notes"].append(f"masking fast path fell back to the reference for {rows.fallbacks} message "
+                              "boundaries (same output, slower)")
+    return stats
+
+
+def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: bool) -> dict:
+    """Compute features and stats into ``build_dir`` (data/ + stats.json); returns stats."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetInfo
+    from datasets.table import InMemoryTable
+
+    from sftlab.data import format_skips
+
+    t0 = time.perf_counter()
+    loaded = _load(cfg, progress)
+    rows = _encode_rows(cfg, tokenizer, loaded, progress)
+    n_kept = sum(t.num_rows for t in rows.tables)
+    if n_kept == 0:
+        raise DataError(cfg.data, f"no usable conversations ({format_skips(dict(rows.skipped))})")
+    ds = Dataset(InMemoryTable(pa.concat_tables(rows.tables)), info=DatasetInfo(features=_features()))
+    _save_quietly(ds, build_dir / DATA_DIR, progress)
+    stats = _stats_record(cfg, loaded, rows, n_kept, t0)
     atomic_write_json(build_dir / STATS, stats)
     return stats
 

@@ -35,6 +35,7 @@ from sftlab.layout import RunDir
 from sftlab.results import FIGURE_LABELS
 from sftlab.stages import (
     EvalSettings,
+    decontaminate_against,
     guard_settings,
     run_eval,
     run_training,
@@ -72,7 +73,7 @@ class RunConfig:
         return self.dir.report.root
 
     def train_config(self) -> dict[str, Any]:
-        cfg = copy.deepcopy(self.train)
+        cfg = decontaminate_against(copy.deepcopy(self.train), self.eval)
         cfg["output_dir"] = str(self.train_dir)
         return cfg
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from sftlab.config import read_config_file, suggest
-from sftlab.errors import ConfigError, SftlabError
+from sftlab.config import read_config_file
+from sftlab.errors import ConfigError, SftlabError, suggest
 from sftlab.layout import EvalDir, TrainDir
 from sftlab.utils import atomic_write_json, atomic_write_text, log, read_json
 
@@ -243,6 +243,21 @@ def _free_memory() -> None:
 
 def train_done(train_dir: Path) -> bool:
     return TrainDir(Path(train_dir)).summary.is_file()
+
+
+def decontaminate_against(train_cfg: dict[str, Any], settings: EvalSettings) -> dict[str, Any]:
+    """Point an ``augment:`` block without ``ifeval_data`` at the experiment's own IFEval inputs.
+
+    Why: the data must never hold text of the prompts it is scored on, so whenever an experiment
+    evaluates on IFEval, its augmentation is decontaminated against exactly those inputs (unless the
+    block turns decontamination off or names other inputs).
+    """
+    aug = train_cfg.get("augment")
+    if isinstance(aug, dict) and aug.get("decontaminate", True) and not aug.get("ifeval_data"):
+        train_cfg["augment"] = {**aug, "ifeval_data": settings.ifeval_data}
+    elif aug is True:
+        train_cfg["augment"] = {"ifeval_data": settings.ifeval_data}
+    return train_cfg
 
 
 def validate_train_mapping(cfg: dict[str, Any], where: str = "") -> None:

@@ -39,13 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftlab.config import apply_overrides, read_config_file, set_dotted, suggest
-from sftlab.errors import ConfigError, SftlabError
+from sftlab.config import apply_overrides, read_config_file, set_dotted
+from sftlab.errors import ConfigError, SftlabError, suggest
 from sftlab.ifeval import METRICS
 from sftlab.layout import SweepDir, SweepRunDir, safe_name
 from sftlab.results import write_results
 from sftlab.stages import (
     EvalSettings,
+    decontaminate_against,
     eval_done,
     guard_settings,
     run_eval,
@@ -134,7 +135,7 @@ class SweepConfig:
         return self.dir.report.root
 
     def train_config(self, spec: RunSpec) -> dict[str, Any]:
-        cfg = apply_overrides(self.base, spec.overrides)
+        cfg = decontaminate_against(apply_overrides(self.base, spec.overrides), self.eval)
         cfg["output_dir"] = str(spec.train_dir)
         return cfg
 

@@ -11,8 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sftlab.augment.catalogue import CATALOGUE, LEFT_OUT
-from sftlab.config import suggest
-from sftlab.errors import ConfigError
+from sftlab.errors import ConfigError, suggest
 
 AUGMENT_VERSION = 1
 """Bumped whenever the catalogue or the construction changes, so cached augmented data is rebuilt."""

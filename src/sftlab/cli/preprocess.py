@@ -32,8 +32,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="train on assistant turns (default) or on user turns (reverse)")
     p.add_argument("--max-length", type=_positive_int, default=2048, metavar="N",
                    help="truncate sequences to N tokens after masking (default 2048)")
-    p.add_argument("--truncation", choices=("right", "left"), default="right",
-                   help="keep the first (right, default) or the last (left) max-length tokens")
+    p.add_argument("--truncation", choices=("right", "left", "drop"), default="right",
+                   help="keep the first (right, default) or the last (left) max-length tokens, or drop (and "
+                        "count) conversations longer than max-length")
     p.add_argument("--max-rounds", type=_positive_int, default=None, metavar="N",
                    help="keep the first N user->assistant rounds of each conversation")
     p.add_argument("--strict", action="store_true", help="make any skipped record or unknown role an error")
