@@ -151,16 +151,7 @@ def run(
     naive_mb = _peak_growth_mb(naive, device)
     chunked_mb = _peak_growth_mb(chunked, device)
 
-    t_naive: list[tuple[float, float]] = []
-    t_chunked: list[tuple[float, float]] = []
-    for _ in range(reps):  # interleaved, so background load hits both sides alike
-        t_naive.append(_time_once(naive, device))
-        t_chunked.append(_time_once(chunked, device))
-    naive_s = statistics.median(t for t, _ in t_naive)
-    chunked_s = statistics.median(t for t, _ in t_chunked)
-    naive_cpu_s = statistics.median(c for _, c in t_naive)
-    chunked_cpu_s = statistics.median(c for _, c in t_chunked)
-
+    times = _interleaved_medians(naive, chunked, reps, device)
     return {
         "seq_len": seq_len,
         "vocab": vocab,
@@ -168,9 +159,7 @@ def run(
         "device": device,
         "chunk_size": chunk,
         "reps": reps,
-        "memory_method": "cuda.max_memory_allocated"
-        if device.startswith("cuda")
-        else "VmHWM after clear_refs=5",
+        "memory_method": "cuda.max_memory_allocated" if device.startswith("cuda") else "VmHWM after clear_refs=5",
         "calibration_expected_mb": calib_mb,
         "calibration_measured_mb": round(calib, 1),
         "full_logits_fp32_mb": round(seq_len * vocab * 4 / 2**20, 1),
@@ -178,15 +167,31 @@ def run(
         "naive_peak_mb": round(naive_mb, 1),
         "chunked_peak_mb": round(chunked_mb, 1),
         "memory_ratio_naive_over_chunked": round(naive_mb / max(chunked_mb, 1e-9), 2),
+        **times,
+        "torch_threads": torch.get_num_threads(),
+        "max_abs_loss_diff": max_loss_diff,
+        "max_abs_grad_diff": max_grad_diff,
+    }
+
+
+def _interleaved_medians(naive: Any, chunked: Any, reps: int, device: str) -> dict[str, float]:
+    """Median wall and CPU seconds of each side, timed in turn so background load hits both alike."""
+    t_naive: list[tuple[float, float]] = []
+    t_chunked: list[tuple[float, float]] = []
+    for _ in range(reps):
+        t_naive.append(_time_once(naive, device))
+        t_chunked.append(_time_once(chunked, device))
+    naive_s = statistics.median(t for t, _ in t_naive)
+    chunked_s = statistics.median(t for t, _ in t_chunked)
+    naive_cpu_s = statistics.median(c for _, c in t_naive)
+    chunked_cpu_s = statistics.median(c for _, c in t_chunked)
+    return {
         "naive_s": round(naive_s, 4),
         "chunked_s": round(chunked_s, 4),
         "time_ratio_chunked_over_naive": round(chunked_s / naive_s, 3),
         "naive_cpu_s": round(naive_cpu_s, 4),
         "chunked_cpu_s": round(chunked_cpu_s, 4),
         "cpu_time_ratio_chunked_over_naive": round(chunked_cpu_s / naive_cpu_s, 3),
-        "torch_threads": torch.get_num_threads(),
-        "max_abs_loss_diff": max_loss_diff,
-        "max_abs_grad_diff": max_grad_diff,
     }
 
 
