@@ -398,3 +398,15 @@ def test_bad_specs_on_the_command_line_exit_2_with_one_line(spec, fragment, toke
     assert proc.returncode == 2
     err = proc.stderr.strip()
     assert len(err.splitlines()) == 1 and fragment in err and "Traceback" not in err
+
+
+def test_a_directory_reads_json_jsonl_and_parquet_but_not_a_stray_csv(four, tmp_path):
+    import shutil
+
+    d = tmp_path / "dir"
+    d.mkdir()
+    shutil.copy(four["parquet"], d / "a.parquet")
+    shutil.copy(four["smol"], d / "b.jsonl")
+    (d / "notes.csv").write_text("a,b\n1,2\n", encoding="utf-8")
+    res = load_conversations(str(d))
+    assert len(res.conversations) == 32 and res.ids[0] == "a.parquet:0"

@@ -23,6 +23,7 @@ SHAREGPT_NAME = "sharegpt"
 JSON_SUFFIXES = (".json", ".jsonl")
 TABLE_SUFFIXES = (".parquet", ".csv")
 DATA_SUFFIXES = JSON_SUFFIXES + TABLE_SUFFIXES
+DIR_SUFFIXES = JSON_SUFFIXES + (".parquet",)  # what a directory is scanned for (a stray notes.csv is not data)
 LOCAL_SPLIT = "train"  # the one split of a local source (what datasets calls it too)
 
 @dataclass
@@ -121,13 +122,20 @@ def _iter_table(path: Path, name: str) -> Iterator[Record]:
     """Rows of a Parquet or CSV file, through ``datasets`` (CSV cells stay strings; empty is ``""``)."""
     import datasets
 
+    from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
+
     kind = path.suffix.lower().lstrip(".")
     kwargs = {"keep_default_na": False} if kind == "csv" else {}
+    was_enabled = is_progress_bar_enabled()
+    disable_progress_bars()
     try:
         ds = datasets.load_dataset(kind, data_files=str(path), split=LOCAL_SPLIT, **kwargs)
     except Exception as e:  # unreadable or malformed file: the user's to fix
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(str(path), f"cannot read {kind.upper()} file: {first}") from None
+    finally:
+        if was_enabled:
+            enable_progress_bars()
     if len(ds) == 0:
         raise DataError(str(path), "file is empty")
     for i, row in enumerate(ds):
@@ -318,11 +326,11 @@ def data_files(source: str) -> list[Path] | None:
             f
             for f in p.rglob("*")
             if f.is_file()
-            and f.suffix.lower() in DATA_SUFFIXES
+            and f.suffix.lower() in DIR_SUFFIXES
             and not any(part.startswith(".") for part in f.relative_to(p).parts)
         )
         if not files:
-            raise DataError(str(p), "directory has no .json or .jsonl (or .parquet, .csv) data files")
+            raise DataError(str(p), "directory has no .json or .jsonl data files (nor .parquet; give a CSV file by its path)")
         return files
     if p.exists():
         return [p]
