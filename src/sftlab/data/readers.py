@@ -121,7 +121,6 @@ def _iter_json(path: Path, name: str) -> Iterator[Record]:
 def _iter_table(path: Path, name: str) -> Iterator[Record]:
     """Rows of a Parquet or CSV file, through ``datasets`` (CSV cells stay strings; empty is ``""``)."""
     import datasets
-
     from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
 
     kind = path.suffix.lower().lstrip(".")
@@ -152,6 +151,42 @@ def _iter_file(path: Path, name: str) -> Iterator[Record]:
         yield from _iter_json(path, name)
 
 
+class _Chunks:
+    """A sliding text buffer over a file read in chunks (for :func:`iter_json_array_items`)."""
+
+    WS = " \t\r\n"
+
+    def __init__(self, f: Any, path: Path, chunk_chars: int):
+        self.f, self.path, self.chunk_chars = f, path, chunk_chars
+        self.buf, self.pos, self.consumed, self.want = "", 0, 0, chunk_chars  # consumed: chars dropped, for messages
+        self.eof = not self.fill()
+
+    def fill(self) -> bool:
+        """Read the next chunk (dropping what was consumed); ``False`` at end of file."""
+        try:
+            chunk = self.f.read(self.want)
+        except UnicodeDecodeError as e:
+            raise DataError(str(self.path), f"not valid UTF-8 near character {self.consumed + len(self.buf)}: "
+                                            f"{e.reason}") from None
+        if self.pos:
+            self.consumed += self.pos
+            self.buf = self.buf[self.pos:]
+            self.pos = 0
+        self.buf += chunk
+        return bool(chunk)
+
+    def skip(self, chars: str) -> bool:
+        """Skip ``chars``, reading on as needed; ``False`` when the file ends first."""
+        while True:
+            while self.pos < len(self.buf) and self.buf[self.pos] in chars:
+                self.pos += 1
+            if self.pos < len(self.buf):
+                return True
+            if self.eof:
+                return False
+            self.eof = not self.fill()
+
+
 def iter_json_array_items(
     path: Path, *, chunk_chars: int = 1 << 20, allow_truncated_tail: bool = False, notes: list[str] | None = None
 ) -> Iterator[Any]:
@@ -164,83 +199,49 @@ def iter_json_array_items(
     and the cut is described in ``notes``; otherwise that is an error.
     """
     decoder = json.JSONDecoder()
-    ws = " \t\r\n"
     try:
         f = open(path, encoding="utf-8", newline="")  # closed in the finally below
     except FileNotFoundError:
         raise DataError(str(path), "no such file") from None
     try:
-        buf = ""
-        pos = 0
-        eof = False
-        consumed = 0  # characters dropped from the front of buf, for messages
-        want = chunk_chars
-
-        def fill(n: int) -> bool:
-            nonlocal buf, pos, consumed
-            try:
-                chunk = f.read(n)
-            except UnicodeDecodeError as e:
-                raise DataError(str(path), f"not valid UTF-8 near character {consumed + len(buf)}: {e.reason}") from None
-            if pos:
-                consumed += pos
-                buf = buf[pos:]
-                pos = 0
-            buf += chunk
-            return bool(chunk)
-
-        eof = not fill(want)
-        # Opening bracket.
-        while True:
-            while pos < len(buf) and buf[pos] in ws + "\ufeff":
-                pos += 1
-            if pos < len(buf) or eof:
-                break
-            eof = not fill(want)
-        if pos >= len(buf):
+        c = _Chunks(f, path, chunk_chars)
+        if not c.skip(_Chunks.WS + "\ufeff"):
             raise DataError(str(path), "file is empty")
-        if buf[pos] != "[":
+        if c.buf[c.pos] != "[":
             raise DataError(str(path), "expected a JSON array")
-        pos += 1
+        c.pos += 1
         while True:
-            # Skip whitespace and one separating comma.
-            while True:
-                while pos < len(buf) and buf[pos] in ws:
-                    pos += 1
-                if pos < len(buf) or eof:
-                    break
-                eof = not fill(want)
-            if pos >= len(buf):
+            if not c.skip(_Chunks.WS):  # whitespace before an item, a comma or the closing bracket
                 if allow_truncated_tail:
                     if notes is not None:
                         notes.append(f"{path.name}: the JSON array is cut off at the end of the file; kept the complete items")
                     return
                 raise DataError(str(path), "unexpected end of file inside the JSON array")
-            ch = buf[pos]
+            ch = c.buf[c.pos]
             if ch == "]":
                 return
             if ch == ",":
-                pos += 1
+                c.pos += 1
                 continue
             try:
-                item, end = decoder.raw_decode(buf, pos)
+                item, end = decoder.raw_decode(c.buf, c.pos)
             except json.JSONDecodeError as e:
-                if not eof:
+                if not c.eof:
                     # Probably an item that continues in the next chunk: read more and retry;
                     # grow the read so a huge item costs O(n log n), not O(n^2).
-                    eof = not fill(want)
-                    want = min(want * 2, 1 << 28)
+                    c.eof = not c.fill()
+                    c.want = min(c.want * 2, 1 << 28)
                     continue
                 if allow_truncated_tail:
                     if notes is not None:
                         notes.append(
-                            f"{path.name}: file is cut off in the middle of an item ({len(buf) - pos:,} trailing "
+                            f"{path.name}: file is cut off in the middle of an item ({len(c.buf) - c.pos:,} trailing "
                             f"characters dropped); kept the complete items"
                         )
                     return
-                raise DataError(str(path), f"invalid JSON: {e.msg} near character {consumed + e.pos}") from None
-            want = chunk_chars
-            pos = end
+                raise DataError(str(path), f"invalid JSON: {e.msg} near character {c.consumed + e.pos}") from None
+            c.want = chunk_chars
+            c.pos = end
             yield item
     finally:
         f.close()
