@@ -356,6 +356,11 @@ def test_bad_specs_are_one_line_config_errors(value, fragments):
         assert frag in msg
 
 
+def test_errors_name_the_key_they_come_from():
+    with pytest.raises(ConfigError, match=r"^eval_data\[1\]\.weight must be"):
+        parse_data_specs(["a.jsonl", {"path": "b.jsonl", "weight": "heavy"}], where="eval_data")
+
+
 def test_all_zero_weights_and_an_empty_weighted_source_are_errors(four, tmp_path):
     with pytest.raises(ConfigError, match="weight 0"):
         load_mixture(_specs(four, smol=0, alpaca=0, share=0, parquet=0), seed=0)
