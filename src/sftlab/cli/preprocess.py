@@ -21,7 +21,7 @@ def _positive_int(text: str) -> int:
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``preprocess`` and ``inspect``: the source and how it is read and masked."""
     p.add_argument("--data", required=True, action="append", metavar="SOURCE|SPEC",
-                   help="JSON/JSONL/Parquet/CSV file, a directory of them, 'sharegpt' (bundled ShareGPT V3) or a "
+                   help="JSON/JSONL/Parquet/CSV file, a directory of JSON/JSONL/Parquet files, 'sharegpt' (bundled ShareGPT V3) or a "
                         "hub dataset id; or a data spec in YAML flow style, e.g. \"{path: alpaca.json, format: alpaca, "
                         "weight: 2}\" or a list of them. Give --data several times to mix sources")
     p.add_argument("--tokenizer", required=True, metavar="PATH_OR_ID",
@@ -68,9 +68,11 @@ def data_value(values: list[str]):
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument("--max-samples", type=_positive_int, default=None, metavar="N",
-                   help="keep N conversations: the first N, or a random N with --sample-seed")
+                   help="keep N conversations: the first N, or a random N with --sample-seed "
+                        "(with several --data: the size cap of the mix)")
     p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
-                   help="draw --max-samples at random with this seed instead of taking the first N")
+                   help="draw --max-samples at random with this seed instead of taking the first N "
+                        "(with several --data: the seed of the mix)")
     p.add_argument("--num-proc", type=_positive_int, default=2, metavar="N", help="worker processes (default 2)")
     p.add_argument("--output-dir", required=True, metavar="DIR",
                    help="where the feature cache (DIR/cache/<key>/) and stats.json go")
