@@ -118,10 +118,20 @@ def generate_reply(model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: i
 
 
 def _lines(stdin: TextIO, interactive: bool, out: TextIO):
+    """Input lines: ``input()`` with a prompt (and line editing) on a terminal, plain reads from a pipe."""
+    if interactive:
+        try:
+            import readline  # noqa: F401 - gives input() line editing and history where available
+        except ImportError:  # pragma: no cover - Windows
+            pass
     while True:
         if interactive:
-            out.write("you> ")
-            out.flush()
+            try:
+                yield input("you> ")
+            except EOFError:
+                out.write("\n")
+                return
+            continue
         line = stdin.readline()
         if not line:
             return
