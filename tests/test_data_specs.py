@@ -415,3 +415,15 @@ def test_a_directory_reads_json_jsonl_and_parquet_but_not_a_stray_csv(four, tmp_
     (d / "notes.csv").write_text("a,b\n1,2\n", encoding="utf-8")
     res = load_conversations(str(d))
     assert len(res.conversations) == 32 and res.ids[0] == "a.parquet:0"
+
+
+@pytest.mark.parametrize("extra, fragments", [
+    ("split: test", ["split 'test' does not exist", "one split: train"]),
+    ("format: alpaca, columns: {instruction: question}", ["record 0", "missing column 'question'"]),
+])
+def test_data_errors_of_a_spec_on_the_command_line_exit_2_with_one_line(four, tokenizer_dir, tmp_path, extra, fragments):
+    proc = _cli("preprocess", "--data", f"{{path: {four['alpaca']}, {extra}}}", "--tokenizer", str(tokenizer_dir),
+                "--output-dir", str(tmp_path))
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert str(four["alpaca"]) in err and all(f in err for f in fragments), err

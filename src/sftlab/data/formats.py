@@ -10,7 +10,8 @@ TRL's conversational prompt-completion). ``auto`` decides per record: a conversa
 
 ``columns`` maps sftlab's field names to the record's (``{instruction: question}`` reads the
 instruction from ``question``); a mapped column missing from a record is a one-line error naming
-the file, the record and the column.
+the file, the record and the column (except for the optional ``input``, ``system``, ``history``
+and ``id``, which may be absent).
 """
 
 from __future__ import annotations
