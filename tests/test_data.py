@@ -46,9 +46,13 @@ def test_normalize_maps_sharegpt_roles_and_aliases():
         {"from": "user", "value": "q2"},
         {"from": "bot", "value": "a2"},
         {"role": "User", "content": "q3"},  # case-insensitive
-        {"role": "observation", "content": "a3"},
+        {"role": "function_call", "content": "call"},  # LLaMA-Factory's tool call is the assistant's
+        {"role": "observation", "content": "result"},  # ... and its observation is tool output
+        {"from": "gpt", "value": "a3"},
     ]
-    assert normalize_messages(turns) == [S("s"), U("q1"), A("a1"), U("q2"), A("a2"), U("q3"), A("a3")]
+    assert normalize_messages(turns) == [
+        S("s"), U("q1"), A("a1"), U("q2"), A("a2"), U("q3"), A("call"), {"role": "tool", "content": "result"}, A("a3")
+    ]
 
 
 def test_normalize_drops_leading_non_user_turns_but_keeps_leading_systems():

@@ -42,6 +42,8 @@ IGNORE_INDEX = -100
 REVERSE_SYSTEM_PROMPT = "You are a good state predictor."
 STRATEGIES = ("assistant", "reverse")
 TRUNCATIONS = ("right", "left")
+#: Roles never trained on, whatever the strategy: tool output is what a tool returned, not the model.
+NEVER_TRAINED_ROLES = frozenset({"tool"})
 METHODS = ("fast", "prefix")
 
 _warned_templates: set[str] = set()
@@ -69,6 +71,8 @@ def apply_strategy(messages: Sequence[dict[str, str]], strategy: str) -> tuple[l
     ``reverse``: train on user messages (the model learns to predict the user). A single-turn
     conversation is reordered to [system], assistant, user; a multi-turn conversation whose first
     message is not a system message gets :data:`REVERSE_SYSTEM_PROMPT` prepended.
+    Tool messages are masked under both (:data:`NEVER_TRAINED_ROLES`): under ``reverse`` the
+    model learns to predict the user, and tool output is neither user nor model.
     """
     msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
     if strategy == "assistant":
@@ -253,7 +257,7 @@ def labels_from_spans(
     start = 0
     for end, role in zip(prefix_lengths, roles, strict=True):
         s, e = min(start, n), min(end, n)
-        if role in trained_roles and e > s:
+        if role in trained_roles and role not in NEVER_TRAINED_ROLES and e > s:
             labels[s:e] = full_ids[s:e]
         start = end
     return labels

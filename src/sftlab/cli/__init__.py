@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "report": "report",
     "run": "run",
     "bench": "bench",
+    "chat": "chat",
 }
 
 

@@ -70,7 +70,8 @@ def render_marked(pieces: list[str], trained: list[bool], *, color: bool) -> str
 
 
 def run(args: argparse.Namespace) -> int:
-    from sftlab.data import conversation_shape, load_conversations
+    from sftlab.cli.preprocess import data_value
+    from sftlab.data import conversation_shape, fit_to_template, load_conversations, load_mixture
     from sftlab.errors import SftlabError
     from sftlab.masking import (
         IGNORE_INDEX,
@@ -82,15 +83,19 @@ def run(args: argparse.Namespace) -> int:
 
     if args.index < 0:
         raise SftlabError(f"--index must be 0 or more, got {args.index}")
-    loaded = load_conversations(
-        args.data, conversation_field=args.conversation_field, max_samples=args.index + 1,
-        max_rounds=args.max_rounds, strict=args.strict,
-    )
+    data = data_value(args.data)
+    if isinstance(data, str):
+        loaded = load_conversations(data, conversation_field=args.conversation_field, max_samples=args.index + 1,
+                                    max_rounds=args.max_rounds, strict=args.strict)
+    else:  # a mix: the index counts conversations of the whole mix (seed 0, as preprocess draws it)
+        loaded = load_mixture(data, seed=0, conversation_field=args.conversation_field, max_rounds=args.max_rounds,
+                              strict=args.strict)
+    name = loaded.stats["source"]
     if args.index >= len(loaded.conversations):
-        raise SftlabError(f"--index {args.index} is out of range: '{args.data}' has {len(loaded.conversations)} "
+        raise SftlabError(f"--index {args.index} is out of range: '{name}' has {len(loaded.conversations)} "
                           f"usable conversations")
-    messages = loaded.conversations[args.index]
     tok = load_tokenizer(args.tokenizer, chat_template=args.chat_template)
+    [messages], folded = fit_to_template([loaded.conversations[args.index]], tok)
     feats, info = encode_conversation_with_info(
         messages, tok, strategy=args.masking, max_length=args.max_length, truncation=args.truncation
     )
@@ -107,9 +112,11 @@ def run(args: argparse.Namespace) -> int:
         args.color == "auto" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     )
     shape = conversation_shape(messages).replace("_", "-")
-    print(f"conversation {args.index} of {args.data}: id {loaded.ids[args.index]}, {shape}, "
+    print(f"conversation {args.index} of {name}: id {loaded.ids[args.index]}, {shape}, "
           f"{len(messages)} messages, masking={args.masking}, "
           f"{'trained tokens in green' if color else 'trained tokens inside ' + OPEN + ' ' + CLOSE}")
+    if folded:
+        print(f"note: the chat template has no tool role; {folded} tool turn(s) folded into user turns")
     print(render_marked(pieces, trained, color=color))
     if not text.endswith("\n"):
         print()

@@ -20,8 +20,10 @@ def _positive_int(text: str) -> int:
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``preprocess`` and ``inspect``: the source and how it is read and masked."""
-    p.add_argument("--data", required=True, metavar="SOURCE",
-                   help="JSON/JSONL file, a directory of them, 'sharegpt' (bundled ShareGPT V3) or a hub dataset id")
+    p.add_argument("--data", required=True, action="append", metavar="SOURCE|SPEC",
+                   help="JSON/JSONL/Parquet/CSV file, a directory of JSON/JSONL/Parquet files, 'sharegpt' (bundled ShareGPT V3) or a "
+                        "hub dataset id; or a data spec in YAML flow style, e.g. \"{path: alpaca.json, format: alpaca, "
+                        "weight: 2}\" or a list of them. Give --data several times to mix sources")
     p.add_argument("--tokenizer", required=True, metavar="PATH_OR_ID",
                    help="tokenizer: local directory, hub id, .gguf file or smollm2-135m-instruct-gguf")
     p.add_argument("--chat-template", default=None, metavar="NAME|FILE",
@@ -40,12 +42,38 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", help="make any skipped record or unknown role an error")
 
 
+def data_value(values: list[str]):
+    """``--data`` values (given once or more) as what the data layer takes: the plain source string
+    when there is one, else a list of :class:`~sftlab.data.DataSpec`. A value starting with ``{``
+    or ``[`` is a spec (or list of specs) in YAML flow style."""
+    import yaml
+
+    from sftlab.data import parse_data_specs
+    from sftlab.errors import ConfigError
+
+    items: list = []
+    for v in values:
+        if v.lstrip().startswith(("{", "[")):
+            try:
+                parsed = yaml.safe_load(v)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"--data {v!r} is not a valid YAML spec: {str(e).splitlines()[0]}") from None
+            items += parsed if isinstance(parsed, list) else [parsed]
+        else:
+            items.append(v)
+    if len(items) == 1 and isinstance(items[0], str):
+        return items[0]
+    return parse_data_specs(items, where="--data")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
     p.add_argument("--max-samples", type=_positive_int, default=None, metavar="N",
-                   help="keep N conversations: the first N, or a random N with --sample-seed")
+                   help="keep N conversations: the first N, or a random N with --sample-seed "
+                        "(with several --data: the size cap of the mix)")
     p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
-                   help="draw --max-samples at random with this seed instead of taking the first N")
+                   help="draw --max-samples at random with this seed instead of taking the first N "
+                        "(with several --data: the seed of the mix)")
     p.add_argument("--num-proc", type=_positive_int, default=2, metavar="N", help="worker processes (default 2)")
     p.add_argument("--output-dir", required=True, metavar="DIR",
                    help="where the feature cache (DIR/cache/<key>/) and stats.json go")
@@ -57,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from sftlab.preprocess import PreprocessConfig, format_stats, preprocess
 
     cfg = PreprocessConfig(
-        data=args.data,
+        data=data_value(args.data),
         tokenizer=args.tokenizer,
         chat_template=args.chat_template,
         conversation_field=args.conversation_field,
