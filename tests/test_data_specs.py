@@ -427,3 +427,49 @@ def test_data_errors_of_a_spec_on_the_command_line_exit_2_with_one_line(four, to
     err = proc.stderr.strip()
     assert proc.returncode == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert str(four["alpaca"]) in err and all(f in err for f in fragments), err
+
+
+# ----------------------------------------------------------------------------- the training config
+
+
+@pytest.mark.integration
+def test_a_mixed_run_trains_with_eval_data_and_a_system_prompt(four, tiny_model_dir, tmp_path):
+    """The issue's four sources train together in one run; the statistics name each source's count."""
+    import yaml
+
+    out = tmp_path / "train"
+    cfg = {"model": str(tiny_model_dir), "data": _specs(four, alpaca=2), "eval_data": str(four["smol"]),
+           "system_prompt": "Be brief.", "chat_template": "chatml", "model_max_length": 128, "max_steps": 2,
+           "per_device_train_batch_size": 2, "total_batch_size": 4, "num_proc": 1, "dtype": "fp32",
+           "save_steps": 100, "eval_strategy": "steps", "eval_steps": 2, "output_dir": str(out)}
+    path = tmp_path / "mix.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    proc = _cli("train", str(path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+    drawn = {Path(s["path"]).name: s["drawn"] for s in stats["sources"]}
+    # alpaca weighs 2, the others 1; the ShareGPT file (10 usable) bounds the mix: 10 + 20 + 10 + 10
+    assert set(drawn) == {"smoltalk.jsonl", "alpaca.json", "sharegpt.json", "pc.parquet"} and all(drawn.values())
+    assert drawn == {"smoltalk.jsonl": 10, "alpaca.json": 20, "sharegpt.json": 10, "pc.parquet": 10}
+    assert stats["kept"] == sum(drawn.values())
+    # every loaded conversation without a system message got the prompt (all but smoltalk and alpaca record 3)
+    assert stats["system_prompt_added"] == 39 + 10 + 20
+    # the held-out set is the smoltalk file, preprocessed on its own; nothing split off the training data
+    eval_stats = json.loads((out / "eval_data" / "stats.json").read_text(encoding="utf-8"))
+    assert eval_stats["kept"] == 12
+    summary = json.loads((out / "train_summary.json").read_text(encoding="utf-8"))
+    assert summary["num_eval_examples"] == 12 and summary["num_train_examples"] == stats["kept"]
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval_loss" in m for m in metrics)
+
+
+def test_bad_data_specs_in_a_training_config_are_one_line_errors(four, tiny_model_dir, tmp_path):
+    import yaml
+
+    for data, fragment in (([{"path": str(four["alpaca"]), "format": "alpacca"}], "alpacca"),
+                           ([{"path": str(four["alpaca"]), "weight": -1}], "weight")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({"model": str(tiny_model_dir), "data": data}), encoding="utf-8")
+        proc = _cli("train", str(path))
+        assert proc.returncode == 2 and fragment in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

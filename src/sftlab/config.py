@@ -208,7 +208,12 @@ class TrainConfig:
 
     model: str = ""
     tokenizer: str | None = None
-    data: str = ""
+    #: One source (a path, ``sharegpt`` or a hub id) or a list of data specs (see ``sftlab.data.specs``).
+    data: str | list = ""
+    #: Held-out conversations for the eval loss, in the same form as ``data``; replaces ``eval_fraction``.
+    eval_data: str | list | None = None
+    #: Added as the system message of every conversation that has none.
+    system_prompt: str | None = None
     conversation_field: str = "conversations"
     max_samples: int | None = None
     max_rounds: int | None = None
@@ -384,6 +389,11 @@ def _validate_train_config(cfg: TrainConfig) -> None:
                           "'smollm2-135m-instruct-gguf')")
     if not cfg.data:
         raise ConfigError("config key 'data' is required (a JSON/JSONL file or directory, 'sharegpt' or a hub id)")
+    from sftlab.data import parse_data_specs
+
+    parse_data_specs(cfg.data, where="data")  # a bad spec fails now, before any loading
+    if cfg.eval_data is not None:
+        parse_data_specs(cfg.eval_data, where="eval_data")
     _validate_choice("masking", cfg.masking, MASKING_CHOICES)
     _validate_choice("loss", cfg.loss, LOSS_CHOICES)
     _validate_choice("padding", cfg.padding, PADDING_CHOICES)

@@ -29,6 +29,7 @@ TRAINER_STATE = "trainer_state.json"
 LOSS_CURVE = "loss_curve.png"
 ADAPTER = "adapter"  # the LoRA adapter, next to the merged model
 CACHE = "cache"  # preprocessing caches, one folder per key
+EVAL_DATA = "eval_data"  # the preprocessed ``eval_data`` (its cache and stats), when a config names one
 CHECKPOINT_PREFIX = "checkpoint-"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 #: Written into a checkpoint after everything else: its presence means the checkpoint is complete.
@@ -123,6 +124,10 @@ class TrainDir:
     @property
     def cache(self) -> Path:
         return self.root / CACHE
+
+    @property
+    def eval_data(self) -> Path:
+        return self.root / EVAL_DATA
 
     @property
     def lock(self) -> Path:

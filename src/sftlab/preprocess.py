@@ -53,7 +53,7 @@ ENCODE_BATCH = 64
 class PreprocessConfig:
     """Everything that decides the features (``num_proc`` only decides the speed)."""
 
-    data: str
+    data: Any  # one source, or a list of data specs (a seeded mix)
     tokenizer: str
     chat_template: str | None = None
     conversation_field: str = "conversations"
@@ -65,6 +65,7 @@ class PreprocessConfig:
     sample_seed: int | None = None
     strict: bool = False
     num_proc: int = 2
+    system_prompt: str | None = None
     #: A validated ``augment:`` block (:class:`sftlab.augment.AugmentConfig` as a mapping), or None.
     augment: dict | None = None
 
@@ -76,6 +77,7 @@ class PreprocessConfig:
             conversation_field=cfg.conversation_field, masking=cfg.masking, max_length=cfg.model_max_length,
             truncation=cfg.truncation, max_rounds=cfg.max_rounds, max_samples=cfg.max_samples,
             sample_seed=sample_seed, strict=cfg.strict, num_proc=cfg.num_proc, augment=cfg.augment,
+            system_prompt=cfg.system_prompt,
         )
 
     def validate(self) -> None:
@@ -155,6 +157,7 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
         "truncation": cfg.truncation,
         # Only present when set, so that caches built without augmentation keep their keys.
         **({"augment": _augment_config(cfg).cache_info()} if cfg.augment is not None else {}),
+        **({"system_prompt": cfg.system_prompt} if cfg.system_prompt is not None else {}),
     }
 
 
@@ -326,18 +329,22 @@ def _features():
     )
 
 
-def _load(cfg: PreprocessConfig, progress: bool) -> Any:
-    """Load and normalise the conversations, then augment them when the config asks for it."""
-    from sftlab.data import format_skips, load_conversations
+def _load(cfg: PreprocessConfig, tokenizer: Any, progress: bool) -> Any:
+    """Load and normalise the conversations (one source or a seeded mix), fit tool turns to the
+    template, then augment them when the config asks for it."""
+    from sftlab.data import fit_to_template, format_skips, load_conversations, load_mixture
 
-    loaded = load_conversations(
-        cfg.data,
-        conversation_field=cfg.conversation_field,
-        max_samples=cfg.max_samples,
-        sample_seed=cfg.sample_seed,
-        max_rounds=cfg.max_rounds,
-        strict=cfg.strict,
-    )
+    common = dict(conversation_field=cfg.conversation_field, max_samples=cfg.max_samples,
+                  max_rounds=cfg.max_rounds, strict=cfg.strict)
+    if cfg.system_prompt is None:
+        loaded = load_conversations(cfg.data, sample_seed=cfg.sample_seed, **common)
+    else:
+        seed = cfg.sample_seed if (cfg.sample_seed is not None and cfg.max_samples is not None) else 0
+        loaded = load_mixture(cfg.data, seed=seed, system_prompt=cfg.system_prompt, **common)
+    loaded.conversations, folded = fit_to_template(loaded.conversations, tokenizer)
+    if folded:
+        loaded.stats["folded_tool_turns"] = folded
+        loaded.stats["notes"].append(f"the chat template has no tool role: {folded} tool turns folded into user turns")
     if cfg.augment is not None and loaded.conversations:
         from sftlab.augment import augment_loaded
 
@@ -436,8 +443,9 @@ def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, 
         "conversations_per_second": round(len(loaded.conversations) / enc_s, 1) if enc_s > 0 else None,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
-    if "augment" in loaded.stats:
-        stats["augment"] = loaded.stats["augment"]
+    for key in ("augment", "sources", "mix", "system_prompt_added", "folded_tool_turns"):
+        if key in loaded.stats:
+            stats[key] = loaded.stats[key]
     if rows.fallbacks:
         stats["notes"].append(f"masking fast path fell back to the reference for {rows.fallbacks} message "
                               "boundaries (same output, slower)")
@@ -453,7 +461,7 @@ def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: boo
     from sftlab.data import format_skips
 
     t0 = time.perf_counter()
-    loaded = _load(cfg, progress)
+    loaded = _load(cfg, tokenizer, progress)
     rows = _encode_rows(cfg, tokenizer, loaded, progress)
     n_kept = sum(t.num_rows for t in rows.tables)
     if n_kept == 0:

@@ -147,7 +147,7 @@ def load_training_conversations(config: dict[str, Any], n: int) -> tuple[list[li
     if not src:
         return [], "the run's config names no training data"
     try:
-        res = load_conversations(str(src), conversation_field=config.get("conversation_field") or "conversations",
+        res = load_conversations(src, conversation_field=config.get("conversation_field") or "conversations",
                                  max_samples=n, max_rounds=config.get("max_rounds"))
     except SftlabError as e:
         return [], f"could not read the training data ({e})"

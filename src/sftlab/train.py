@@ -113,10 +113,11 @@ def _setup_data(cfg: TrainConfig, run: Resolved, out: layout.TrainDir, is_main: 
             print(format_stats(pre.stats), flush=True)
         except (KeyError, TypeError, ValueError):  # a summary line is not worth failing the run
             pass
-    dataset = pre.dataset
-    dataset = dataset.select_columns([c for c in ("input_ids", "labels", "attention_mask")
-                                      if c in dataset.column_names])
-    train_ds, eval_ds = _split(dataset, cfg.eval_fraction, run.args.seed)
+    train_ds, eval_ds = _features_of(pre.dataset), None
+    if cfg.eval_data is not None:  # a held-out set of its own: nothing is split off the training data
+        eval_ds = _features_of(_preprocess_eval_data(cfg, pcfg, out, tokenizer, run, is_main).dataset)
+    else:
+        train_ds, eval_ds = _split(train_ds, cfg.eval_fraction, run.args.seed)
     if cfg.packing:
         from datasets import Dataset
 
@@ -129,6 +130,25 @@ def _setup_data(cfg: TrainConfig, run: Resolved, out: layout.TrainDir, is_main: 
                                    max_length=cfg.model_max_length if cfg.padding == "max_length" else None)
     lengths = [len(x) for x in train_ds["input_ids"]]
     return tokenizer, _Data(train=train_ds, eval=eval_ds, collator=collator, lengths=lengths, pre=pre)
+
+
+def _features_of(dataset):
+    return dataset.select_columns([c for c in ("input_ids", "labels", "attention_mask") if c in dataset.column_names])
+
+
+def _preprocess_eval_data(cfg: TrainConfig, pcfg: Any, out: layout.TrainDir, tokenizer: Any, run: Resolved,
+                          is_main: bool):
+    """``eval_data`` through the same masking as the training data, cached in its own folder
+    (never augmented: the eval loss measures the data as it is)."""
+    import dataclasses
+
+    from sftlab.preprocess import preprocess
+
+    ecfg = dataclasses.replace(pcfg, data=cfg.eval_data, max_samples=None, augment=None)
+    with run.args.main_process_first(local=False, desc="preprocessing eval_data"):
+        pre = preprocess(ecfg, out.eval_data, tokenizer=tokenizer, progress=is_main)
+    _say(f"eval_data: {pre.stats['kept']} held-out conversations", is_main)
+    return pre
 
 
 def _split(dataset, eval_fraction: float, seed: int):

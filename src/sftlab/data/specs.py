@@ -22,11 +22,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from sftlab.config import suggest
 from sftlab.data.formats import COLUMN_KEYS, FORMATS
 from sftlab.data.readers import LOCAL_SPLIT, SHAREGPT_NAME, data_files
 from sftlab.data.readers import source_fingerprint as _one_fingerprint
-from sftlab.errors import ConfigError
+from sftlab.errors import ConfigError, suggest
 
 
 @dataclass(frozen=True)
