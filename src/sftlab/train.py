@@ -278,13 +278,14 @@ def _write_records(cfg: TrainConfig, run: Resolved, trainer, data: _Data, ckpt: 
                    out: layout.TrainDir, totals: dict[str, float], wall_start: float) -> dict[str, Any]:
     """``sftlab_config.yaml``, ``train_summary.json`` (last: it marks the run finished), the loss curve."""
     from sftlab import __version__
+    from sftlab.data import describe_data
 
     records = read_jsonl(out.metrics)
     summary = _summary(cfg, run, trainer, data, ckpt, out, totals, records, wall_start)
     atomic_write_text(out.config, "# Fully resolved config of this run (sftlab train).\n"
                       + yaml.safe_dump(saved_config(cfg, run, __version__), sort_keys=False, allow_unicode=True))
     atomic_write_json(out.summary, summary)
-    plot_loss_curve(records, out.loss_curve, title=f"{cfg.model} on {cfg.data}")
+    plot_loss_curve(records, out.loss_curve, title=f"{cfg.model} on {describe_data(cfg.data)}")
     _say(f"sftlab train: done in {summary['wall_time_s']:.0f}s: step {summary['global_step']}, loss "
          f"{_fmt(summary['first_loss'])} -> {_fmt(summary['final_loss'])}"
          f"{'' if summary['final_eval_loss'] is None else ', eval loss ' + _fmt(summary['final_eval_loss'])}, "

@@ -43,7 +43,7 @@ from sftlab.data.readers import (
     iter_records,
     load_hub_split,
 )
-from sftlab.data.specs import DataSpec, parse_data_specs, source_fingerprint, specs_fingerprint
+from sftlab.data.specs import DataSpec, describe_data, parse_data_specs, source_fingerprint, specs_fingerprint
 
 __all__ = [
     "COLUMN_KEYS", "DATA_SUFFIXES", "DROP_LATE_SYSTEM", "DROP_LEADING", "DROP_MAX_ROUNDS", "DROP_ORPHAN_ASSISTANT",
@@ -52,5 +52,5 @@ __all__ = [
     "detect_format", "fit_to_template", "fold_tool_turns", "format_skips", "iter_json_array_items", "iter_jsonl",
     "iter_records", "load_conversations", "load_hub_split", "load_mixture", "load_source", "map_role",
     "mix_quotas", "normalize_messages", "normalize_turns", "parse_data_specs", "parse_turns", "record_turns",
-    "source_fingerprint", "specs_fingerprint", "template_has_tool_role", "with_system_prompt",
+    "source_fingerprint", "specs_fingerprint", "template_has_tool_role", "with_system_prompt", "describe_data",
 ]

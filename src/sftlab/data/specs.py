@@ -25,7 +25,7 @@ from typing import Any
 from sftlab.data.formats import COLUMN_KEYS, FORMATS
 from sftlab.data.readers import LOCAL_SPLIT, SHAREGPT_NAME, data_files
 from sftlab.data.readers import source_fingerprint as _one_fingerprint
-from sftlab.errors import ConfigError, suggest
+from sftlab.errors import ConfigError, SftlabError, suggest
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,20 @@ def parse_data_specs(value: Any, where: str = "data") -> list[DataSpec]:
     if not value:
         raise ConfigError(f"{where} is an empty list; give at least one source")
     return [v if isinstance(v, DataSpec) else _parse_one(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
+def describe_data(value: Any) -> str:
+    """A one-line description of a ``data:`` value for reports: the source, or the mix's sources."""
+    if isinstance(value, str) or value is None:
+        return str(value or "")
+    try:
+        specs = parse_data_specs(value)
+    except SftlabError:
+        return str(value)
+    if len(specs) == 1:
+        return specs[0].label()
+    parts = [s.label() + ("" if s.weight is None else f" (weight {s.weight:g})") for s in specs]
+    return f"a mix of {len(specs)} sources: " + ", ".join(parts)
 
 
 def spec_fingerprint(spec: DataSpec) -> dict[str, Any]:

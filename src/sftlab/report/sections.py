@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sftlab.data import describe_data
 from sftlab.layout import LOSS_ALL_RUNS, TRAIN_CONFIG, TRAIN_SUMMARY, loss_plot_name
 from sftlab.layout import METRICS as METRICS_FILE
 from sftlab.report.document import SECTION_TITLES, Block, Image, P, Section, Table, fmt_seconds
@@ -91,7 +92,7 @@ def section_method(records: list[RunRecord], best: int, data: dict[str, Any], *,
 def section_training(records: list[RunRecord]) -> Section:
     fields = [
         ("model", lambda r, st: r.config.get("model")),
-        ("data", lambda r, st: r.config.get("data")),
+        ("data", lambda r, st: describe_data(r.config.get("data"))),
         ("training examples", lambda r, st: first(r.summary, "num_train_examples")),
         ("held-out examples", lambda r, st: first(r.summary, "num_eval_examples")),
         ("per-device batch", lambda r, st: st["per_device_batch"]),
