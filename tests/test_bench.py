@@ -80,6 +80,8 @@ def test_cli_machine_part_json(cli, tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["quick"] is True and _positive(data["matmul_gflops"])
+    prov = data["provenance"]  # the code that produced the figures
+    assert prov["sftlab_version"] and (prov["commit"] is None or len(prov["commit"].split("-")[0]) == 40)
     assert set(PARTS) >= {"machine", "preprocess", "loss", "generate", "train"}
 
 

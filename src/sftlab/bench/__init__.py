@@ -43,7 +43,7 @@ def run_suite(*, quick: bool = False, parts: list[str] | None = None, json_path:
         from sftlab.errors import SftlabError
 
         raise SftlabError(f"unknown bench part(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
-    results: dict[str, Any] = {"quick": quick}
+    results: dict[str, Any] = {"quick": quick, "provenance": provenance()}
     errors: dict[str, str] = {}
     for name in chosen:
         print(f"== bench {name}{' (quick)' if quick else ''}", file=out, flush=True)
@@ -66,6 +66,28 @@ def run_suite(*, quick: bool = False, parts: list[str] | None = None, json_path:
     if json_path:
         atomic_write_json(json_path, results)
     return results
+
+
+def provenance() -> dict[str, Any]:
+    """Which code produced a result file: sftlab's version and, in a git checkout, the commit (with
+    ``-dirty`` when the working tree has changes), so a figure can always be traced to its code."""
+    import subprocess
+
+    from sftlab import __version__
+
+    out: dict[str, Any] = {"sftlab_version": __version__, "commit": None,
+                           "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    root = Path(__file__).resolve().parents[3]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return out
+    if commit:
+        out["commit"] = commit + ("-dirty" if dirty else "")
+    return out
 
 
 def _fmt(v: Any) -> str:
