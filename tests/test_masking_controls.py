@@ -400,3 +400,31 @@ def test_inspect_shows_weights_and_no_eos(tokenizer_dir, tmp_path, capsys):
     assert rc == 0
     assert "[[<|im_start|>assistant\nfirst]]<|im_end|>" in out and "[[<|im_start|>user\nagain]]<|im_end|>" in out
     assert "trained  weight 0.5" in out and "pos      id  label  weight  text" in out
+
+
+# ----------------------------------------------------------------------------- collate and packing
+
+
+def test_collators_pad_weights_and_fill_them_for_unweighted_examples():
+    import torch
+
+    from sftlab.collate import PackedCollator, SFTDataCollator, pack_examples
+
+    a = {"input_ids": [5, 6, 7, 8], "labels": [-100, 6, 7, 8], "attention_mask": [1] * 4, "weights": [0.0, 2.0, 2.0, 0.5]}
+    b = {"input_ids": [9, 10], "labels": [-100, 10], "attention_mask": [1, 1]}
+    batch = SFTDataCollator(pad_token_id=0, pad_to_multiple_of=8)([a, b])
+    assert batch["weights"].dtype == torch.float32 and batch["weights"].shape == (2, 8)
+    assert batch["weights"].tolist() == [[0.0, 2.0, 2.0, 0.5, 0, 0, 0, 0], [0.0, 1.0, 0, 0, 0, 0, 0, 0]]
+    assert "weights" not in SFTDataCollator(pad_token_id=0)([b, b])  # ordinary data: batches unchanged
+    cut = SFTDataCollator(pad_token_id=0, padding="max_length", max_length=3)([a])
+    assert cut["weights"].tolist() == [[0.0, 2.0, 2.0]] and cut["labels"].tolist() == [[-100, 6, 7]]
+    with pytest.raises(ValueError, match="weights"):
+        SFTDataCollator(pad_token_id=0)([{**a, "weights": [1.0]}])
+
+    rows = pack_examples([a, b], max_length=8)
+    assert rows == [{"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100, 6, 7, 8, -100, 10],
+                     "position_ids": [0, 1, 2, 3, 0, 1], "weights": [0.0, 2.0, 2.0, 0.5, 0.0, 1.0]}]
+    packed = PackedCollator(pad_token_id=0)([rows[0], {**rows[0], "input_ids": [1], "labels": [-100], "position_ids": [0],
+                                                        "weights": [0.0]}])
+    assert packed["weights"].tolist() == [[0.0, 2.0, 2.0, 0.5, 0.0, 1.0], [0.0] * 6]
+    assert "weights" not in pack_examples([b], max_length=8)[0]
