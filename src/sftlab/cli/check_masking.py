@@ -99,6 +99,22 @@ def _with_weights(features: dict[str, Any]) -> dict[str, Any]:
     return {**features, "weights": [0.0 if lab == -100 else 1.0 for lab in features["labels"]]}
 
 
+def _compare(expected: dict, actual: dict, golden: str, where: str) -> tuple | None:
+    """``None`` when the features agree, else ``(field, position, golden value, got, golden length, got length)``."""
+    from sftlab.errors import DataError
+
+    if "weights" in expected or "weights" in actual:  # either side may leave all-1.0 weights out
+        expected, actual = _with_weights(expected), _with_weights(actual)
+    for fld in FIELDS + (("weights",) if "weights" in actual else ()):
+        exp = expected.get(fld)
+        if not isinstance(exp, list):
+            raise DataError(golden, f"features.{fld} must be a list", field=f"{where}.features.{fld}")
+        diff = _first_difference(exp, actual[fld])
+        if diff is not None:
+            return (fld, *diff, len(exp), len(actual[fld]))
+    return None
+
+
 def _first_difference(expected: list[int], actual: list[int]) -> tuple[int, Any, Any] | None:
     for k, (a, b) in enumerate(zip(expected, actual, strict=False)):
         if a != b:
@@ -170,19 +186,7 @@ def run(args: argparse.Namespace) -> int:
             if sid not in by_id:
                 problems.append(f"  {split} id {sid}: not in the samples file")
                 continue
-            actual = features(by_id[sid])
-            bad = None
-            expected = row["features"]
-            if "weights" in expected or "weights" in actual:  # either side may leave all-1.0 weights out
-                expected, actual = _with_weights(expected), _with_weights(actual)
-            for fld in FIELDS + (("weights",) if "weights" in actual else ()):
-                exp = expected.get(fld)
-                if not isinstance(exp, list):
-                    raise DataError(args.golden, f"features.{fld} must be a list", field=f"{split}[{i}].features.{fld}")
-                diff = _first_difference(exp, actual[fld])
-                if diff is not None:
-                    bad = (fld, *diff, len(exp), len(actual[fld]))
-                    break
+            bad = _compare(row["features"], features(by_id[sid]), args.golden, f"{split}[{i}]")
             if bad is None:
                 matched += 1
             else:
