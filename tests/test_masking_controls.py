@@ -292,6 +292,19 @@ def test_preprocess_cache_key_and_weights_column(tokenizer, tokenizer_dir, tmp_p
     assert all((lab == IGNORE_INDEX) == (x == 0.0) for r in rows for lab, x in zip(r["labels"], r["weights"], strict=True))
 
 
+def test_preprocess_cli_takes_the_controls(tokenizer_dir, tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"messages": [U("q"), A("a"), U("q2"), {**A("b"), "weight": 0.5}]}) + "\n")
+    rc = main(["preprocess", "--data", str(data), "--tokenizer", str(tokenizer_dir), "--chat-template", "chatml",
+               "--masking", "last_assistant", "--no-train-on-eos", "--no-train-on-role-header", "--num-proc", "1",
+               "--output-dir", str(tmp_path / "out"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "masking=last_assistant, train_on_eos=false, train_on_role_header=false, 1 with message weights" in out
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["trained_tokens"] == 1 and stats["train_on_eos"] is False  # just "b"
+
+
 def test_train_config_keys(tokenizer_dir, tmp_path):
     from sftlab.config import TrainConfig, load_config
     from sftlab.errors import ConfigError
