@@ -562,3 +562,112 @@ def test_chunked_loss_under_ddp_synchronises_to_the_global_token_mean(tmp_path):
     want = manual_grads(per_sequence_mean=False)
     assert_grads_close(g0, g1, atol=1e-6, rtol=1e-5)  # synchronised: DDP's hooks saw the backward
     assert_grads_close(g0, want, atol=1e-5, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------
+# per-token weights (message ``weight``): sum(weight * nll) / num_items_in_batch
+# ------------------------------------------------------------------------------------------------
+
+
+def weighted_oracle(h, w, labels, weights, divisor=None):
+    """float64: per-token F.cross_entropy times the target's weight, summed, over the target count."""
+    logits = h.double() @ w.double().t()
+    v = logits.shape[-1]
+    y = labels[..., 1:].reshape(-1)
+    per = F.cross_entropy(logits[..., :-1, :].reshape(-1, v), y, ignore_index=-100, reduction="none")
+    n = (y != -100).sum() if divisor is None else divisor
+    return (per * weights[..., 1:].reshape(-1).double()).sum() / n
+
+
+def random_weights(labels, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    wts = torch.rand(labels.shape, generator=g) * 3
+    wts[torch.rand(labels.shape, generator=g) < 0.2] = 0.0  # weight 0 on some targets
+    return torch.where(labels == -100, torch.zeros_like(wts), wts)
+
+
+@pytest.mark.parametrize("kind", ["reference", "chunked"])
+def test_weighted_loss_matches_float64_oracle_and_all_ones_is_the_plain_loss(kind):
+    h, w, labels = random_problem(3, 13, seed=9)
+    wts = random_weights(labels)
+    count = int((labels[:, 1:] != -100).sum())
+
+    def fn(weights, n=None):
+        if kind == "reference":
+            return lambda a, b: cross_entropy_loss(a @ b.t(), labels, n, weights)
+        return lambda a, b: chunked_cross_entropy_loss(a, b, labels, n, chunk_size=5, weights=weights)
+
+    for n in (None, 2 * count):
+        loss, (gh, gw) = grads(fn(wts, n), h, w)
+        ref, (rh, rw) = grads(lambda a, b, n=n: weighted_oracle(a, b, labels, wts, n), h.double(), w.double())
+        torch.testing.assert_close(loss.double(), ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gh.double(), rh, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(gw.double(), rw, atol=1e-5, rtol=1e-4)
+    plain, (ph, pw) = grads(fn(None), h, w)
+    ones, (oh, ow) = grads(fn(torch.ones_like(wts)), h, w)
+    torch.testing.assert_close(ones, plain, atol=0, rtol=0)
+    torch.testing.assert_close(oh, ph, atol=1e-7, rtol=1e-6)
+    torch.testing.assert_close(ow, pw, atol=1e-7, rtol=1e-6)
+    weighted, _ = grads(fn(wts), h, w)
+    assert abs(float(weighted - plain)) > 1e-3  # the weights change the loss
+
+
+def weighted_examples() -> list[dict]:
+    g = torch.Generator().manual_seed(5)
+    rows = []
+    for ex in toy_examples():
+        wts = [0.0 if lab == -100 else round(float(torch.rand((), generator=g)) * 3, 3) for lab in ex["labels"]]
+        rows.append({**ex, "weights": wts})
+    return rows
+
+
+def weighted_step_grads(tmp_path: Path, kind: str, batch_size: int, accumulation: int) -> dict:
+    """Gradients of the first optimizer step through the real Trainer, weights in the batch."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    from sftlab.collate import SFTDataCollator
+
+    captured: dict = {}
+
+    class Capture(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+            if not captured:
+                captured.update(param_grads(model))
+
+    loss_fn = make_compute_loss(kind, chunk_size=5)
+
+    class WeightedTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return loss_fn(self, model, inputs, return_outputs, num_items_in_batch)
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / f"w-{kind}-{batch_size}x{accumulation}"), per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=0.0, max_grad_norm=0.0, optim="sgd",
+        lr_scheduler_type="constant", report_to="none", save_strategy="no", logging_strategy="no", use_cpu=True,
+        disable_tqdm=True, dataloader_num_workers=0, seed=0,
+        remove_unused_columns=False,  # else the Trainer drops "weights" (not a forward argument) before collating
+    )
+    trainer = WeightedTrainer(
+        model=tiny_llama(), args=args, train_dataset=ListDataset(weighted_examples()),
+        data_collator=SFTDataCollator(pad_token_id=0), compute_loss_func=compute_loss_from_logits,
+        callbacks=[Capture()],
+    )
+    trainer.train()
+    assert captured, "the optimizer step was never reached"
+    return captured
+
+
+@pytest.mark.parametrize("kind", ["reference", "chunked"])
+def test_weighted_gradient_accumulation_matches_one_big_batch_through_trainer(tmp_path, kind):
+    big = weighted_step_grads(tmp_path, kind, batch_size=4, accumulation=1)
+    accumulated = weighted_step_grads(tmp_path, kind, batch_size=1, accumulation=4)
+    assert_grads_close(accumulated, big, atol=1e-5, rtol=1e-4)
+    # Oracle: one unpadded sequence at a time, sum(weight * nll) over all targets / number of targets.
+    model = tiny_llama()
+    rows = weighted_examples()
+    total = sum(sum(t != -100 for t in r["labels"][1:]) for r in rows)
+    for r in rows:
+        logits = model(input_ids=torch.tensor([r["input_ids"]])).logits[0, :-1].double()
+        per = F.cross_entropy(logits, torch.tensor(r["labels"][1:]), ignore_index=-100, reduction="none")
+        ((per * torch.tensor(r["weights"][1:], dtype=torch.float64)).sum() / total).backward()
+    assert_grads_close(big, param_grads(model), atol=1e-5, rtol=1e-4)

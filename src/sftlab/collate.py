@@ -29,6 +29,8 @@ class SFTDataCollator:
     ``pad_to_multiple_of``); ``"max_length"`` pads every batch to ``max_length``. Examples longer
     than ``max_length`` (when given) are cut on the right. Other keys (``id``...) are ignored;
     a missing ``attention_mask`` counts every token as real and missing ``labels`` train on all.
+    When some example has ``weights`` (per-token loss weights, see :mod:`sftlab.loss`), the batch
+    gets a float ``weights`` tensor, padded with 0.0; examples without them weigh 1.0 per target.
     """
 
     pad_token_id: int
@@ -72,21 +74,38 @@ class SFTDataCollator:
                 raise ValueError(
                     f"feature lengths differ: input_ids {len(ids)}, labels {len(labels)}, attention_mask {len(attn)}"
                 )
+            weights = _weights_of(f, labels)
             if self.max_length is not None and len(ids) > self.max_length:
                 ids, labels, attn = ids[: self.max_length], labels[: self.max_length], attn[: self.max_length]
-            rows.append((ids, labels, attn))
+                weights = weights[: self.max_length]
+            rows.append((ids, labels, attn, weights))
         length = self.target_length([len(r[0]) for r in rows])
         batch = {
             "input_ids": torch.full((len(rows), length), self.pad_token_id, dtype=torch.long),
             "labels": torch.full((len(rows), length), IGNORE_INDEX, dtype=torch.long),
             "attention_mask": torch.zeros((len(rows), length), dtype=torch.long),
         }
-        for i, (ids, labels, attn) in enumerate(rows):
-            n = len(ids)
-            batch["input_ids"][i, :n] = torch.as_tensor(ids, dtype=torch.long)
-            batch["labels"][i, :n] = torch.as_tensor(labels, dtype=torch.long)
-            batch["attention_mask"][i, :n] = torch.as_tensor(attn, dtype=torch.long)
+        weighted = any(f.get("weights") is not None for f in features)
+        if weighted:
+            batch["weights"] = torch.zeros((len(rows), length), dtype=torch.float32)
+        for i, (ids, labels, attn, weights) in enumerate(rows):
+            n = min(len(ids), length)
+            batch["input_ids"][i, :n] = torch.as_tensor(ids[:n], dtype=torch.long)
+            batch["labels"][i, :n] = torch.as_tensor(labels[:n], dtype=torch.long)
+            batch["attention_mask"][i, :n] = torch.as_tensor(attn[:n], dtype=torch.long)
+            if weighted:
+                batch["weights"][i, :n] = torch.as_tensor(weights[:n], dtype=torch.float32)
         return batch
+
+
+def _weights_of(f: dict[str, Any], labels: list[int]) -> list[float]:
+    """An example's per-token weights: its ``weights``, else 1.0 on its targets and 0.0 elsewhere."""
+    if f.get("weights") is not None:
+        weights = [float(w) for w in _as_list(f["weights"])]
+        if len(weights) != len(labels):
+            raise ValueError(f"feature lengths differ: labels {len(labels)}, weights {len(weights)}")
+        return weights
+    return [0.0 if lab == IGNORE_INDEX else 1.0 for lab in labels]
 
 
 def _as_list(x: Any) -> list[int]:
@@ -131,6 +150,7 @@ def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list
     would be the target of the *previous* conversation's last token.
     """
     order = sorted(range(len(examples)), key=lambda i: (-len(examples[i]["input_ids"]), i))
+    weighted = any(ex.get("weights") is not None for ex in examples)  # then every row carries weights
     bins: list[list[int]] = []
     free: list[int] = []
     for i in order:
@@ -150,6 +170,7 @@ def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list
         ids: list[int] = []
         labels: list[int] = []
         pos: list[int] = []
+        weights: list[float] = []
         for i in members:
             ex = examples[i]
             lab = list(ex["labels"])
@@ -157,7 +178,8 @@ def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list
             ids.extend(ex["input_ids"])
             labels.extend(lab)
             pos.extend(range(len(ex["input_ids"])))
-        rows.append({"input_ids": ids, "labels": labels, "position_ids": pos})
+            weights.extend(_weights_of(ex, lab) if weighted else ())
+        rows.append({"input_ids": ids, "labels": labels, "position_ids": pos, **({"weights": weights} if weighted else {})})
     return rows
 
 
@@ -175,7 +197,8 @@ class PackedCollator:
         import torch
 
         width = max(len(f["input_ids"]) for f in features)
-        ids, labels, pos = [], [], []
+        ids, labels, pos, weights = [], [], [], []
+        weighted = any(f.get("weights") is not None for f in features)
         real = 0
         for f in features:
             n = len(f["input_ids"])
@@ -184,9 +207,14 @@ class PackedCollator:
             ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
             labels.append(list(f["labels"]) + [-100] * pad)
             pos.append(list(f["position_ids"]) + list(range(pad)))
-        return {
+            if weighted:
+                weights.append(_weights_of(f, list(f["labels"])) + [0.0] * pad)
+        out = {
             "input_ids": torch.tensor(ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
             "position_ids": torch.tensor(pos, dtype=torch.long),
             "num_real_tokens": torch.tensor(real, dtype=torch.long),
         }
+        if weighted:
+            out["weights"] = torch.tensor(weights, dtype=torch.float32)
+        return out

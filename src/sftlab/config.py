@@ -220,6 +220,10 @@ class TrainConfig:
     eval_fraction: float = 0.02
     strict: bool = False
     masking: str = "assistant"
+    #: Train on the tokens the template puts after a trained message's content (ChatML: ``<|im_end|>\n``).
+    train_on_eos: bool = True
+    #: Train on the tokens the template puts before it (ChatML: ``<|im_start|>assistant\n``).
+    train_on_role_header: bool = True
     chat_template: str | None = None
     model_max_length: int = 2048
     truncation: str = "right"

@@ -16,6 +16,13 @@ hands that count to every micro-batch. Dividing each micro-batch's *sum* by that
 the accumulated gradient exactly the gradient of the token mean over the whole step. A per-micro-batch
 mean would over-weight the tokens of short micro-batches.
 
+Per-token weights (message ``weight`` keys, a ``weights`` column in the batch): each token's term
+is multiplied by its weight and the weighted *sum* is still divided by ``num_items_in_batch``, which
+still counts target tokens (labels other than -100), not weights. Numerator and denominator both
+add up over micro-batches and processes exactly as before, so accumulation stays exact; a weight of
+2.0 counts a token twice as much as a plain one, and data whose weights are all 1.0 gets the plain
+loss. (Dividing by the sum of weights instead would need the Trainer to count weights.)
+
 Trainer wiring (transformers 5.x, checked against 5.24's ``trainer.py``):
 
 * ``Trainer(compute_loss_func=compute_loss_from_logits)``: the Trainer pops ``labels`` before the
@@ -116,7 +123,8 @@ def _shift(labels: Tensor) -> Tensor:
 
 
 def cross_entropy_loss(
-    logits: Tensor, labels: Tensor, num_items_in_batch: int | float | Tensor | None = None
+    logits: Tensor, labels: Tensor, num_items_in_batch: int | float | Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """Mean token cross-entropy of a causal LM from full logits ``(..., seq, vocab)``.
 
@@ -125,6 +133,11 @@ def cross_entropy_loss(
     are upcast to float32 first (float64 logits stay float64, see :func:`compute_dtype`). Positions
     labelled ``-100`` contribute nothing; the sum is divided by ``num_items_in_batch`` (None: the
     number of valid targets here). Returns a float32 scalar (float64 for float64 logits).
+
+    ``weights`` (same shape as ``labels``, optional) scales each token's term: the loss is then
+    ``sum(weight * nll) / num_items_in_batch``, and ``num_items_in_batch`` still counts target
+    tokens (labels other than -100), whatever their weights. Both parts add up over micro-batches
+    and processes, so gradient accumulation stays exact; weights all 1.0 give the plain loss.
     """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} do not match")
@@ -136,7 +149,16 @@ def cross_entropy_loss(
     lse = torch.logsumexp(z, dim=-1)
     target = z.gather(-1, safe_y.unsqueeze(-1)).squeeze(-1)
     nll = torch.where(valid, lse - target, torch.zeros_like(lse))
+    if weights is not None:
+        nll = nll * _shift_weights(weights, labels).to(device=nll.device, dtype=nll.dtype)
     return _divide_by_items(nll.sum(), num_items_in_batch, valid.sum())
+
+
+def _shift_weights(weights: Tensor, labels: Tensor) -> Tensor:
+    """Per-target weights, shifted like the labels (the weight of the token being predicted)."""
+    if weights.shape != labels.shape:
+        raise ValueError(f"weights {tuple(weights.shape)} and labels {tuple(labels.shape)} do not match")
+    return _shift(weights)
 
 
 def _logits_of(outputs: Any) -> Tensor:
@@ -153,7 +175,8 @@ def _logits_of(outputs: Any) -> Tensor:
 
 
 def compute_loss_from_logits(
-    outputs: Any, labels: Tensor | None, num_items_in_batch: int | float | Tensor | None = None
+    outputs: Any, labels: Tensor | None, num_items_in_batch: int | float | Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """``Trainer(compute_loss_func=...)`` entry point: the reference loss on the model's logits.
 
@@ -163,7 +186,7 @@ def compute_loss_from_logits(
     """
     if labels is None:
         raise ValueError("compute_loss_from_logits needs labels (is the 'labels' column missing?)")
-    return cross_entropy_loss(_logits_of(outputs), labels, num_items_in_batch)
+    return cross_entropy_loss(_logits_of(outputs), labels, num_items_in_batch, weights)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -189,7 +212,8 @@ class _ChunkedNLLSum(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int
+        ctx, h: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int,
+        token_weights: Tensor | None = None,
     ) -> Tensor:
         n = h.shape[0]
         dtype = compute_dtype(h.dtype, weight.dtype, *(() if bias is None else (bias.dtype,)))
@@ -207,16 +231,19 @@ class _ChunkedNLLSum(torch.autograd.Function):
                 z.sub_(row_max.unsqueeze(-1))
                 target = z.gather(-1, targets[start:stop].unsqueeze(-1)).squeeze(-1)
                 lse_c = z.exp_().sum(dim=-1).log_()
-                total += (lse_c - target).sum()
+                if token_weights is None:
+                    total += (lse_c - target).sum()
+                else:
+                    total += ((lse_c - target) * token_weights[start:stop].to(dtype)).sum()
                 lse[start:stop] = lse_c + row_max
                 del z
-        ctx.save_for_backward(h, weight, bias, targets, lse)
+        ctx.save_for_backward(h, weight, bias, targets, lse, token_weights)
         ctx.chunk_size = chunk_size
         return total
 
     @staticmethod
     def backward(ctx, grad_total: Tensor):
-        h, weight, bias, targets, lse = ctx.saved_tensors
+        h, weight, bias, targets, lse, token_weights = ctx.saved_tensors
         need_h, need_w, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         chunk_size = ctx.chunk_size
         dtype = lse.dtype
@@ -237,6 +264,8 @@ class _ChunkedNLLSum(torch.autograd.Function):
                 g.sub_(lse[start:stop].unsqueeze(-1)).exp_()
                 rows = torch.arange(stop - start, device=h.device)
                 g[rows, targets[start:stop]] -= 1.0
+                if token_weights is not None:
+                    g.mul_(token_weights[start:stop].to(dtype).unsqueeze(-1))
                 if need_h:
                     torch.mm(g, w32, out=grad_h[start:stop])
                 if need_w:
@@ -251,6 +280,7 @@ class _ChunkedNLLSum(torch.autograd.Function):
             None if grad_h is None else grad_h.to(h.dtype),
             None if grad_w is None else grad_w.to(weight.dtype),
             None if grad_b is None else grad_b.to(bias.dtype),
+            None,
             None,
             None,
         )
@@ -278,6 +308,7 @@ def chunked_cross_entropy_loss(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     *,
     bias: Tensor | None = None,
+    weights: Tensor | None = None,
 ) -> Tensor:
     """The loss of :func:`cross_entropy_loss` on ``hidden_states @ weight.T (+ bias)``, without full logits.
 
@@ -286,7 +317,8 @@ def chunked_cross_entropy_loss(
     ``(..., seq)``. Only the shifted positions with a real target are gathered and projected, so
     prompt tokens and padding cost nothing. Gradients flow to ``hidden_states`` and ``weight`` (and
     ``bias``) through ordinary autograd edges, so tied weights, gradient accumulation and DDP's
-    gradient hooks behave as with the plain ``lm_head``.
+    gradient hooks behave as with the plain ``lm_head``. ``weights`` scales each token's term as in
+    :func:`cross_entropy_loss`.
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
@@ -306,7 +338,10 @@ def chunked_cross_entropy_loss(
     # index_select's backward scatters the rows' gradients into zeros: masked positions get exactly 0.
     h_valid = h.index_select(0, rows)
     targets = y.index_select(0, rows)
-    nll_sum = _ChunkedNLLSum.apply(h_valid, weight, bias, targets, int(chunk_size))
+    w_valid = None
+    if weights is not None:
+        w_valid = _shift_weights(weights, labels).reshape(-1).to(h.device).index_select(0, rows).detach()
+    nll_sum = _ChunkedNLLSum.apply(h_valid, weight, bias, targets, int(chunk_size), w_valid)
     return _divide_by_items(nll_sum, num_items_in_batch, rows.new_tensor(rows.numel()))
 
 
@@ -395,7 +430,7 @@ def chunked_loss_for_model(
     if "labels" not in inputs or inputs["labels"] is None:
         raise ValueError("chunked_loss_for_model needs inputs['labels']")
     labels = inputs["labels"]
-    forward_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch")}
+    forward_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "num_items_in_batch", "weights")}
 
     base = _unwrap(model)
     head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
@@ -436,7 +471,8 @@ def chunked_loss_for_model(
             f"{tuple(labels.shape)} (prompt-learning adapters add virtual tokens); use loss: reference"
         )
     return chunked_cross_entropy_loss(
-        hidden_states, head.weight, labels, num_items_in_batch, chunk_size, bias=getattr(head, "bias", None)
+        hidden_states, head.weight, labels, num_items_in_batch, chunk_size, bias=getattr(head, "bias", None),
+        weights=inputs.get("weights"),
     )
 
 
@@ -480,9 +516,9 @@ def make_compute_loss(kind: str = "reference", chunk_size: int = DEFAULT_CHUNK_S
             loss = chunked_loss_for_model(model, inputs, num_items_in_batch, chunk_size)
             outputs: Any = {"loss": loss}
         else:
-            forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            forward_inputs = {k: v for k, v in inputs.items() if k not in ("labels", "weights")}
             outputs = model(**forward_inputs)
-            loss = compute_loss_from_logits(outputs, inputs["labels"], num_items_in_batch)
+            loss = compute_loss_from_logits(outputs, inputs["labels"], num_items_in_batch, inputs.get("weights"))
         args = trainer.args
         if getattr(args, "average_tokens_across_devices", False) and num_items_in_batch is not None:
             tp_size = trainer.get_tp_size() if hasattr(trainer, "get_tp_size") else 1

@@ -35,12 +35,22 @@ from typing import Any
 
 from sftlab.data import conversation_shape
 from sftlab.errors import ConfigError, SftlabError
+from sftlab.masking_parts import (
+    content_bounds,
+    cuts_fast,
+    cuts_reference,
+    labels_and_weights,
+    message_flag_problem,
+    token_starting_at,
+)
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 REVERSE_SYSTEM_PROMPT = "You are a good state predictor."
-STRATEGIES = ("assistant", "reverse")
+#: ``assistant``: every assistant message; ``reverse``: the user messages (see :func:`apply_strategy`);
+#: ``last_assistant``: only the final assistant message.
+STRATEGIES = ("assistant", "reverse", "last_assistant")
 TRUNCATIONS = ("right", "left")
 #: Roles never trained on, whatever the strategy: tool output is what a tool returned, not the model.
 NEVER_TRAINED_ROLES = frozenset({"tool"})
@@ -64,29 +74,72 @@ class EncodeInfo:
 # --------------------------------------------------------------------------------------------
 
 
-def apply_strategy(messages: Sequence[dict[str, str]], strategy: str) -> tuple[list[dict[str, str]], frozenset[str]]:
+def _arrange(messages: Sequence[dict[str, Any]], strategy: str) -> tuple[list[int | None], frozenset[str]]:
+    """The order in which a strategy renders the messages (indices into ``messages``; ``None`` is the
+    inserted :data:`REVERSE_SYSTEM_PROMPT`) and the roles it trains on."""
+    order: list[int | None] = list(range(len(messages)))
+    if strategy in ("assistant", "last_assistant"):
+        return order, frozenset({"assistant"})
+    if strategy == "reverse":
+        if conversation_shape(list(messages)) == "single_turn":
+            by_role = {m["role"]: i for i, m in enumerate(messages)}
+            order = [by_role["system"]] if "system" in by_role else []
+            order += [by_role["assistant"], by_role["user"]]
+        elif messages[0]["role"] != "system":
+            order.insert(0, None)
+        return order, frozenset({"user"})
+    raise ConfigError(f"unknown masking strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
+
+
+def apply_strategy(messages: Sequence[dict[str, Any]], strategy: str) -> tuple[list[dict[str, str]], frozenset[str]]:
     """The messages to render and the roles to train on, for a masking strategy.
 
     ``assistant``: render as is, train on assistant messages.
+    ``last_assistant``: render as is, train on the final assistant message only (the roles
+    returned are ``{"assistant"}``; :func:`message_plan` says which message).
     ``reverse``: train on user messages (the model learns to predict the user). A single-turn
     conversation is reordered to [system], assistant, user; a multi-turn conversation whose first
     message is not a system message gets :data:`REVERSE_SYSTEM_PROMPT` prepended.
-    Tool messages are masked under both (:data:`NEVER_TRAINED_ROLES`): under ``reverse`` the
+    Tool messages are masked under all of them (:data:`NEVER_TRAINED_ROLES`): under ``reverse`` the
     model learns to predict the user, and tool output is neither user nor model.
     """
-    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-    if strategy == "assistant":
-        return msgs, frozenset({"assistant"})
-    if strategy == "reverse":
-        if conversation_shape(msgs) == "single_turn":
-            by_role = {m["role"]: m for m in msgs}
-            ordered = [by_role["system"]] if "system" in by_role else []
-            ordered += [by_role["assistant"], by_role["user"]]
-            return ordered, frozenset({"user"})
-        if msgs[0]["role"] != "system":
-            msgs.insert(0, {"role": "system", "content": REVERSE_SYSTEM_PROMPT})
-        return msgs, frozenset({"user"})
-    raise ConfigError(f"unknown masking strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
+    order, roles = _arrange(messages, strategy)
+    return [_plain(messages, i) for i in order], roles
+
+
+def _plain(messages: Sequence[dict[str, Any]], i: int | None) -> dict[str, str]:
+    if i is None:
+        return {"role": "system", "content": REVERSE_SYSTEM_PROMPT}
+    return {"role": messages[i]["role"], "content": messages[i]["content"]}
+
+
+def message_plan(
+    messages: Sequence[dict[str, Any]], strategy: str
+) -> tuple[list[dict[str, str]], list[bool], list[float]]:
+    """``(rendered, trained, weights)``: the messages to render (``role``/``content`` only), whether
+    each one is trained, and each one's loss weight.
+
+    The strategy decides first; a message's own ``train`` flag then overrides it both ways
+    (``train: false`` masks a message the strategy trains, ``train: true`` trains one it masks,
+    a tool message included). ``weight`` (default 1.0) scales the loss of that message's tokens;
+    ``weight: 0`` masks the message like ``train: false``.
+    """
+    order, roles = _arrange(messages, strategy)
+    last = None
+    if strategy == "last_assistant":
+        last = max((k for k, i in enumerate(order) if i is not None and messages[i]["role"] == "assistant"), default=-1)
+    rendered, trained, weights = [], [], []
+    for k, i in enumerate(order):
+        rendered.append(_plain(messages, i))
+        m = messages[i] if i is not None else {}
+        role = rendered[-1]["role"]
+        on = role in roles and role not in NEVER_TRAINED_ROLES and (last is None or k == last)
+        if m.get("train") is not None:
+            on = bool(m["train"])
+        weight = float(m.get("weight", 1.0))
+        trained.append(on and weight > 0)
+        weights.append(weight)
+    return rendered, trained, weights
 
 
 # --------------------------------------------------------------------------------------------
@@ -182,6 +235,14 @@ def prefix_lengths_fast_batch(
     conversation runs on one core and pays the Python round trip each time. The result for each
     conversation is the same as encoding it alone.
     """
+    return _fast_batch(tokenizer, conversations)[0]
+
+
+def _fast_batch(
+    tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]
+) -> tuple[list[tuple[list[int], list[int], int]], list[list[str]] | None, Any]:
+    """:func:`prefix_lengths_fast_batch` plus the rendered prefix texts and the batch encoding
+    (``None, None`` when the tokenizer cannot take the fast path at all)."""
     facts = _tokenizer_facts(tokenizer)
     if not facts.usable:
         _warn_fallback(tokenizer, facts.reason)
@@ -189,7 +250,7 @@ def prefix_lengths_fast_batch(
         for messages in conversations:
             full_ids, lengths = prefix_lengths_reference(tokenizer, messages)
             out.append((full_ids, lengths, len(messages) - 1))
-        return out
+        return out, None, None
     rendered = [_render_prefixes(tokenizer, messages) for messages in conversations]
     enc = tokenizer([texts[-1] for texts in rendered], add_special_tokens=False)
     results = []
@@ -203,7 +264,7 @@ def prefix_lengths_fast_batch(
             if text == full_text:  # the remaining messages render to nothing
                 lengths.append(len(full_ids))
                 continue
-            k = _token_starting_at(enc, b, len(text), full_ids, facts.added_ids) if full_text.startswith(text) else None
+            k = token_starting_at(enc, b, len(text), full_ids, facts.added_ids) if full_text.startswith(text) else None
             if k is None:
                 fallbacks += 1
                 lengths.append(len(tokenizer(text, add_special_tokens=False)["input_ids"]))
@@ -214,20 +275,16 @@ def prefix_lengths_fast_batch(
         results.append((full_ids, lengths, fallbacks))
     if any_fallback:
         _warn_fallback(tokenizer, "some message boundaries do not fall on an added token in the rendered text")
-    return results
+    return results, rendered, enc
 
 
-def _token_starting_at(enc: Any, b: int, end: int, ids: Sequence[int], added_ids: frozenset[int]) -> int | None:
-    """Index of the token of batch row ``b`` that starts exactly at character ``end`` and is a
-    splittable added token, else ``None`` (the boundary is then computed the reference way)."""
-    k = enc.char_to_token(b, end)
-    if k is None or ids[k] not in added_ids:
-        return None
-    span = enc.token_to_chars(b, k)
-    if span is None:
-        return None
-    start = span[0] if isinstance(span, tuple) else span.start
-    return k if start == end else None
+def _warn_unlocated(tokenizer: Any) -> None:
+    template = getattr(tokenizer, "chat_template", None) or ""
+    key = "unlocated\0" + hashlib.sha256(template.encode()).hexdigest()
+    if key not in _warned_templates:
+        _warned_templates.add(key)
+        logger.warning("masking: the chat template does not render some messages as header + content + end of "
+                       "turn; train_on_role_header/train_on_eos leave those messages' spans whole")
 
 
 def _warn_fallback(tokenizer: Any, reason: str) -> None:
@@ -286,32 +343,40 @@ def _validate(messages: Any, strategy: str, max_length: int, truncation: str, me
     for i, m in enumerate(messages):
         if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
             raise SftlabError(f"message {i} must have string 'role' and 'content'")
+        problem = message_flag_problem(m)
+        if problem:
+            raise SftlabError(f"message {i}: {problem}")
 
 
 def encode_conversation_with_info(
-    messages: Sequence[dict[str, str]],
+    messages: Sequence[dict[str, Any]],
     tokenizer: Any,
     *,
     strategy: str = "assistant",
     max_length: int = 2048,
     truncation: str = "right",
     method: str = "fast",
-) -> tuple[dict[str, list[int]], EncodeInfo]:
+    train_on_eos: bool = True,
+    train_on_role_header: bool = True,
+) -> tuple[dict[str, list], EncodeInfo]:
     """:func:`encode_conversation` plus an :class:`EncodeInfo` for statistics."""
     return encode_conversations_with_info(
-        [messages], tokenizer, strategy=strategy, max_length=max_length, truncation=truncation, method=method
+        [messages], tokenizer, strategy=strategy, max_length=max_length, truncation=truncation, method=method,
+        train_on_eos=train_on_eos, train_on_role_header=train_on_role_header,
     )[0]
 
 
 def encode_conversations_with_info(
-    conversations: Sequence[Sequence[dict[str, str]]],
+    conversations: Sequence[Sequence[dict[str, Any]]],
     tokenizer: Any,
     *,
     strategy: str = "assistant",
     max_length: int = 2048,
     truncation: str = "right",
     method: str = "fast",
-) -> list[tuple[dict[str, list[int]], EncodeInfo]]:
+    train_on_eos: bool = True,
+    train_on_role_header: bool = True,
+) -> list[tuple[dict[str, list], EncodeInfo]]:
     """:func:`encode_conversation_with_info` for a batch (one batched tokenisation on the fast path).
 
     Every conversation is validated before any is encoded, so a bad one fails the batch at once.
@@ -319,15 +384,36 @@ def encode_conversations_with_info(
     for messages in conversations:
         _validate(messages, strategy, max_length, truncation, method)
     shapes = [conversation_shape(list(m)) for m in conversations]
-    prepared = [apply_strategy(m, strategy) for m in conversations]
+    plans = [message_plan(m, strategy) for m in conversations]
+    rendered_all = [p[0] for p in plans]
+    texts_all: list[list[str]] | None = None
+    enc = None
     if method == "fast":
-        spans = prefix_lengths_fast_batch(tokenizer, [rendered for rendered, _ in prepared])
+        spans, texts_all, enc = _fast_batch(tokenizer, rendered_all)
     else:
-        spans = [(*prefix_lengths_reference(tokenizer, rendered), 0) for rendered, _ in prepared]
+        spans = [(*prefix_lengths_reference(tokenizer, rendered), 0) for rendered in rendered_all]
+    split = not (train_on_eos and train_on_role_header)
     out = []
-    for (rendered, trained), shape, (full_ids, lengths, fallbacks) in zip(prepared, shapes, spans, strict=True):
-        labels = labels_from_spans(full_ids, lengths, [m["role"] for m in rendered], trained)
-        feats = {"input_ids": list(full_ids), "labels": labels, "attention_mask": [1] * len(full_ids)}
+    for b, ((rendered, trained, weights), shape, (full_ids, lengths, fallbacks)) in enumerate(
+        zip(plans, shapes, spans, strict=True)
+    ):
+        cuts: dict[int, tuple[int, int]] = {}
+        if split:
+            texts = texts_all[b] if texts_all is not None else _render_prefixes(tokenizer, rendered)
+            bounds = content_bounds(tokenizer, rendered, texts, [i for i, on in enumerate(trained) if on])
+            if any(v is None for v in bounds.values()):
+                _warn_unlocated(tokenizer)
+            if enc is not None:
+                cuts, extra = cuts_fast(tokenizer, texts, bounds, enc, b, full_ids, lengths,
+                                          _tokenizer_facts(tokenizer).added_ids)
+                fallbacks += extra
+            else:
+                cuts = cuts_reference(tokenizer, texts, bounds)
+        labels, token_weights = labels_and_weights(full_ids, lengths, trained, weights, cuts,
+                                                   train_on_eos=train_on_eos, train_on_role_header=train_on_role_header)
+        feats: dict[str, list] = {"input_ids": list(full_ids), "labels": labels, "attention_mask": [1] * len(full_ids)}
+        if token_weights is not None:
+            feats["weights"] = token_weights
         truncated = len(full_ids) > max_length
         if truncated:
             feats = truncate(feats, max_length, truncation)
@@ -336,22 +422,30 @@ def encode_conversations_with_info(
 
 
 def encode_conversation(
-    messages: Sequence[dict[str, str]],
+    messages: Sequence[dict[str, Any]],
     tokenizer: Any,
     *,
     strategy: str = "assistant",
     max_length: int = 2048,
     truncation: str = "right",
     method: str = "fast",
-) -> dict[str, list[int]]:
-    """Unpadded ``{"input_ids", "labels", "attention_mask"}`` for one normalised conversation.
+    train_on_eos: bool = True,
+    train_on_role_header: bool = True,
+) -> dict[str, list]:
+    """Unpadded ``{"input_ids", "labels", "attention_mask"}`` for one normalised conversation,
+    plus ``"weights"`` (one float per token, 0.0 where not trained) when a trained message has a
+    ``weight`` other than 1.0.
 
     ``tokenizer.chat_template`` must already be the template to use (see
     :func:`sftlab.models.load_tokenizer`). ``method`` is ``"fast"`` (default) or ``"prefix"``, the
-    reference; both return identical features.
+    reference; both return identical features. ``train_on_role_header=False`` leaves the tokens
+    the template puts before a trained message's content (``<|im_start|>assistant\\n``) out of
+    the loss; ``train_on_eos=False`` leaves out those it puts after the content (the end-of-turn
+    token and what follows it in the message, ``<|im_end|>\\n``). See :func:`content_bounds`.
     """
     feats, _ = encode_conversation_with_info(
-        messages, tokenizer, strategy=strategy, max_length=max_length, truncation=truncation, method=method
+        messages, tokenizer, strategy=strategy, max_length=max_length, truncation=truncation, method=method,
+        train_on_eos=train_on_eos, train_on_role_header=train_on_role_header,
     )
     return feats
 
@@ -360,11 +454,14 @@ def pad_features(features: dict[str, list[int]], length: int, pad_token_id: int)
     """Right-pad features to ``length``: pad id, label -100, attention 0 (golden-file layout)."""
     n = len(features["input_ids"])
     extra = max(0, length - n)
-    return {
+    out = {
         "input_ids": list(features["input_ids"]) + [pad_token_id] * extra,
         "labels": list(features["labels"]) + [IGNORE_INDEX] * extra,
         "attention_mask": list(features["attention_mask"]) + [0] * extra,
     }
+    if "weights" in features:
+        out["weights"] = list(features["weights"]) + [0.0] * extra
+    return out
 
 
 def pad_token_id(tokenizer: Any) -> int:

@@ -32,6 +32,8 @@ from typing import Any
 
 from sftlab import __version__
 from sftlab.errors import ConfigError, DataError, SftlabError
+from sftlab.preprocess_stats import format_stats  # noqa: F401  (part of this module's API)
+from sftlab.preprocess_stats import percentiles as _percentiles
 from sftlab.utils import atomic_write_json, stable_hash
 
 logger = logging.getLogger(__name__)
@@ -58,6 +60,9 @@ class PreprocessConfig:
     chat_template: str | None = None
     conversation_field: str = "conversations"
     masking: str = "assistant"
+    #: Masking controls (see :mod:`sftlab.masking`); in the cache key only when not the default.
+    train_on_eos: bool = True
+    train_on_role_header: bool = True
     max_length: int = 2048
     truncation: str = "right"
     max_rounds: int | None = None
@@ -77,7 +82,8 @@ class PreprocessConfig:
             conversation_field=cfg.conversation_field, masking=cfg.masking, max_length=cfg.model_max_length,
             truncation=cfg.truncation, max_rounds=cfg.max_rounds, max_samples=cfg.max_samples,
             sample_seed=sample_seed, strict=cfg.strict, num_proc=cfg.num_proc, augment=cfg.augment,
-            system_prompt=cfg.system_prompt,
+            system_prompt=cfg.system_prompt, train_on_eos=getattr(cfg, "train_on_eos", True),
+            train_on_role_header=getattr(cfg, "train_on_role_header", True),
         )
 
     def validate(self) -> None:
@@ -85,6 +91,8 @@ class PreprocessConfig:
 
         if self.masking not in STRATEGIES:
             raise ConfigError(f"masking must be one of {', '.join(STRATEGIES)}, got '{self.masking}'")
+        for name in [n for n in ("train_on_eos", "train_on_role_header") if not isinstance(getattr(self, n), bool)]:
+            raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.truncation not in TRUNCATION_CHOICES:
             raise ConfigError(f"truncation must be one of {', '.join(TRUNCATION_CHOICES)}, got '{self.truncation}'")
         if not isinstance(self.max_length, int) or self.max_length < 1:
@@ -158,6 +166,7 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
         # Only present when set, so that caches built without augmentation keep their keys.
         **({"augment": _augment_config(cfg).cache_info()} if cfg.augment is not None else {}),
         **({"system_prompt": cfg.system_prompt} if cfg.system_prompt is not None else {}),
+        **{k: False for k in ("train_on_eos", "train_on_role_header") if getattr(cfg, k) is False},
     }
 
 
@@ -266,57 +275,11 @@ def _encode_all(
 
 
 # --------------------------------------------------------------------------------------------
-# Statistics
-# --------------------------------------------------------------------------------------------
-
-
-def _percentiles(values: list[int]) -> dict[str, float]:
-    import numpy as np
-
-    if not values:
-        return {"p50": 0, "p90": 0, "p99": 0, "max": 0, "mean": 0.0}
-    a = np.asarray(values)
-    return {
-        "p50": round(float(np.percentile(a, 50)), 1),
-        "p90": round(float(np.percentile(a, 90)), 1),
-        "p99": round(float(np.percentile(a, 99)), 1),
-        "max": int(a.max()),
-        "mean": round(float(a.mean()), 1),
-    }
-
-
-def format_stats(stats: dict) -> str:
-    """A short human-readable block for the terminal."""
-    from sftlab.data import format_skips
-
-    lines = [
-        f"source: {stats['source']}",
-        f"records read: {stats['records_read']}  kept: {stats['kept']}  ({format_skips(stats['skipped'])})",
-    ]
-    if stats.get("dropped_turns"):
-        lines.append("dropped turns: " + ", ".join(f"{k} {v}" for k, v in sorted(stats["dropped_turns"].items())))
-    lines += [
-        f"shapes: single-turn {stats['single_turn']}, multi-turn {stats['multi_turn']}",
-        f"tokens: {stats['total_tokens']:,} total, {stats['trained_tokens']:,} trained "
-        f"({100 * stats['trained_share']:.1f}%), masking={stats['masking']}",
-        "length (before truncation): p50 {p50:g}  p90 {p90:g}  p99 {p99:g}  max {max}".format(**stats["length"]),
-        f"truncated ({stats['truncation']} side, max_length {stats['max_length']}): {stats['truncated']}",
-    ]
-    aug = stats.get("augment")
-    if aug:
-        lines.append(f"augmented: {aug['augmented']} with verified instructions, {aug['plain']} plain, "
-                     f"{aug['decontaminated']} dropped by IFEval decontamination ({aug['decontamination']})")
-    for note in stats.get("notes", []):
-        lines.append(f"note: {note}")
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
 # Pipeline
 # --------------------------------------------------------------------------------------------
 
 
-def _features():
+def _features(weighted: bool = False):
     from datasets import Features, List, Value
 
     return Features(
@@ -325,8 +288,19 @@ def _features():
             "input_ids": List(Value("int32")),
             "labels": List(Value("int32")),
             "attention_mask": List(Value("int8")),
+            **({"weights": List(Value("float32"))} if weighted else {}),
         }
     )
+
+
+def _with_weights(table: Any, weights: dict[int, list[float]]) -> Any:
+    """The table plus a ``weights`` column for every row (1.0 on trained tokens where a row has none);
+    only called when some conversation has message weights, so other data's cache is unchanged."""
+    import pyarrow as pa
+
+    labels = table.column("labels").to_pylist()
+    col = [weights.get(r) or [0.0 if lab == -100 else 1.0 for lab in row] for r, row in enumerate(labels)]
+    return table.append_column("weights", pa.array(col, type=pa.list_(pa.float32())))
 
 
 def _load(cfg: PreprocessConfig, tokenizer: Any, progress: bool) -> Any:
@@ -368,6 +342,8 @@ class _Rows:
     truncated: int = 0
     fallbacks: int = 0
     encode_seconds: float = 0.0
+    kept: int = 0  # rows already moved into ``tables``
+    weights: dict[int, list[float]] = field(default_factory=dict)  # row -> per-token weights, when any
 
 
 def _skip(cfg: PreprocessConfig, rows: _Rows, cid: str, reason: str) -> None:
@@ -383,7 +359,7 @@ def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: b
 
     drop = cfg.truncation == "drop"
     options = {"strategy": cfg.masking, "max_length": cfg.max_length, "truncation": "right" if drop else cfg.truncation,
-               "method": "fast"}
+               "method": "fast", "train_on_eos": cfg.train_on_eos, "train_on_role_header": cfg.train_on_role_header}
     rows = _Rows(skipped=Counter(loaded.stats["skipped"]))
     cols: dict[str, list] = {"id": [], "input_ids": [], "labels": [], "attention_mask": []}
     t_enc = time.perf_counter()
@@ -403,11 +379,14 @@ def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: b
         rows.truncated += int(info["truncated"])
         rows.total_tokens += len(feats["input_ids"])
         rows.trained_tokens += n_trained
+        if "weights" in feats:
+            rows.weights[rows.kept + len(cols["id"])] = feats["weights"]
         cols["id"].append(cid)
         for k in ("input_ids", "labels", "attention_mask"):
             cols[k].append(feats[k])
         if len(cols["id"]) >= 1024:  # keep memory flat: move finished rows into Arrow
             rows.tables.append(pa.Table.from_pydict(cols, schema=_features().arrow_schema))
+            rows.kept += len(cols["id"])
             cols = {k: [] for k in cols}
     rows.encode_seconds = time.perf_counter() - t_enc
     if cols["id"] or not rows.tables:
@@ -443,6 +422,8 @@ def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, 
         "conversations_per_second": round(len(loaded.conversations) / enc_s, 1) if enc_s > 0 else None,
         "build_seconds": round(time.perf_counter() - t0, 3),
     }
+    stats.update({k: False for k in ("train_on_eos", "train_on_role_header") if getattr(cfg, k) is False})
+    stats.update({"weighted_conversations": len(rows.weights)} if rows.weights else {})
     for key in ("augment", "sources", "mix", "system_prompt_added", "folded_tool_turns"):
         if key in loaded.stats:
             stats[key] = loaded.stats[key]
@@ -466,7 +447,8 @@ def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: boo
     n_kept = sum(t.num_rows for t in rows.tables)
     if n_kept == 0:
         raise DataError(cfg.data, f"no usable conversations ({format_skips(dict(rows.skipped))})")
-    ds = Dataset(InMemoryTable(pa.concat_tables(rows.tables)), info=DatasetInfo(features=_features()))
+    table = _with_weights(pa.concat_tables(rows.tables), rows.weights) if rows.weights else pa.concat_tables(rows.tables)
+    ds = Dataset(InMemoryTable(table), info=DatasetInfo(features=_features(weighted=bool(rows.weights))))
     _save_quietly(ds, build_dir / DATA_DIR, progress)
     stats = _stats_record(cfg, loaded, rows, n_kept, t0)
     atomic_write_json(build_dir / STATS, stats)

@@ -1,6 +1,7 @@
 """``sftlab check-masking``: compare the masking implementation against a golden file (or write one).
 
-SAMPLES: ``{"single_turn": [{"id", "messages"}, ...], "multi_turn": [...]}``.
+SAMPLES: ``{"single_turn": [{"id", "messages"}, ...], "multi_turn": [...]}``; messages may carry
+``train``/``weight`` keys (kept by normalisation), and their golden features then hold ``weights``.
 GOLDEN: ``{"meta": {...}, "single_turn": [{"id", "features": {"input_ids", "labels",
 "attention_mask"}}], "multi_turn": [...]}``, features right-padded to max-length (pad id,
 label -100, attention 0). Messages are normalised the way the pipeline does before masking (a
@@ -15,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sftlab.cli.preprocess import MASKING_CHOICES
+
 HELP = "Check loss masks against a golden file (k/n match per split, first difference), or write one."
 SPLITS = ("single_turn", "multi_turn")
 FIELDS = ("input_ids", "labels", "attention_mask")
@@ -28,7 +31,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", required=True, metavar="PATH_OR_ID")
     p.add_argument("--chat-template", default=None, metavar="NAME|FILE",
                    help="'chatml', a Jinja file, or the tokenizer's own (default; chatml when it has none)")
-    p.add_argument("--strategy", choices=("assistant", "reverse"), required=True)
+    p.add_argument("--strategy", choices=MASKING_CHOICES, required=True,
+                   help="masking strategy: assistant, reverse or last_assistant")
+    p.add_argument("--no-train-on-eos", dest="train_on_eos", action="store_false",
+                   help="leave the end of turn (ChatML: <|im_end|> and its newline) out of the loss")
+    p.add_argument("--no-train-on-role-header", dest="train_on_role_header", action="store_false",
+                   help="leave the role header (ChatML: <|im_start|>assistant and its newline) out of the loss")
     p.add_argument("--max-length", type=int, default=2048, metavar="N")
     p.add_argument("--truncation", choices=("right", "left"), default="right")
     p.add_argument("--method", choices=("fast", "prefix"), default="fast",
@@ -84,6 +92,29 @@ def _load_samples(path: str) -> dict[str, list[tuple[str, list[dict[str, str]]]]
     return out
 
 
+def _with_weights(features: dict[str, Any]) -> dict[str, Any]:
+    """Features with ``weights``: theirs, or 1.0 on every target and 0.0 elsewhere (what absent means)."""
+    if "weights" in features or not isinstance(features.get("labels"), list):
+        return features
+    return {**features, "weights": [0.0 if lab == -100 else 1.0 for lab in features["labels"]]}
+
+
+def _compare(expected: dict, actual: dict, golden: str, where: str) -> tuple | None:
+    """``None`` when the features agree, else ``(field, position, golden value, got, golden length, got length)``."""
+    from sftlab.errors import DataError
+
+    if "weights" in expected or "weights" in actual:  # either side may leave all-1.0 weights out
+        expected, actual = _with_weights(expected), _with_weights(actual)
+    for fld in FIELDS + (("weights",) if "weights" in actual else ()):
+        exp = expected.get(fld)
+        if not isinstance(exp, list):
+            raise DataError(golden, f"features.{fld} must be a list", field=f"{where}.features.{fld}")
+        diff = _first_difference(exp, actual[fld])
+        if diff is not None:
+            return (fld, *diff, len(exp), len(actual[fld]))
+    return None
+
+
 def _first_difference(expected: list[int], actual: list[int]) -> tuple[int, Any, Any] | None:
     for k, (a, b) in enumerate(zip(expected, actual, strict=False)):
         if a != b:
@@ -114,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
     def features(messages):
         f = encode_conversation(messages, tok, strategy=args.strategy, max_length=args.max_length,
-                                truncation=args.truncation, method=args.method)
+                                truncation=args.truncation, method=args.method, train_on_eos=args.train_on_eos,
+                                train_on_role_header=args.train_on_role_header)
         return pad_features(f, args.max_length, pad)
 
     if args.write_golden:
@@ -123,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 "sftlab_version": __version__, "tokenizer": args.tokenizer, "chat_template": args.chat_template,
                 "chat_template_sha256": stable_hash(tok.chat_template or "", length=64), "strategy": args.strategy,
                 "max_length": args.max_length, "truncation": args.truncation, "pad_token_id": pad,
+                "train_on_eos": args.train_on_eos, "train_on_role_header": args.train_on_role_header,
                 "padding": "right to max_length (pad id, label -100, attention 0)",
             }
         }
@@ -135,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
             return 0
 
     meta = golden.get("meta") or {}
-    for key, mine in (("strategy", args.strategy), ("max_length", args.max_length), ("truncation", args.truncation)):
+    for key, mine in (("strategy", args.strategy), ("max_length", args.max_length), ("truncation", args.truncation),
+                      ("train_on_eos", args.train_on_eos), ("train_on_role_header", args.train_on_role_header)):
         if key in meta and meta[key] != mine:
             print(f"warning: golden meta has {key}={meta[key]!r}, checking with {mine!r}")
     all_ok = True
@@ -152,16 +186,7 @@ def run(args: argparse.Namespace) -> int:
             if sid not in by_id:
                 problems.append(f"  {split} id {sid}: not in the samples file")
                 continue
-            actual = features(by_id[sid])
-            bad = None
-            for fld in FIELDS:
-                exp = row["features"].get(fld)
-                if not isinstance(exp, list):
-                    raise DataError(args.golden, f"features.{fld} must be a list", field=f"{split}[{i}].features.{fld}")
-                diff = _first_difference(exp, actual[fld])
-                if diff is not None:
-                    bad = (fld, *diff, len(exp), len(actual[fld]))
-                    break
+            bad = _compare(row["features"], features(by_id[sid]), args.golden, f"{split}[{i}]")
             if bad is None:
                 matched += 1
             else:

@@ -73,12 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from sftlab.cli.preprocess import data_value
     from sftlab.data import conversation_shape, fit_to_template, load_conversations, load_mixture
     from sftlab.errors import SftlabError
-    from sftlab.masking import (
-        IGNORE_INDEX,
-        apply_strategy,
-        encode_conversation_with_info,
-        prefix_lengths_fast,
-    )
+    from sftlab.masking import IGNORE_INDEX, encode_conversation_with_info, message_plan, prefix_lengths_fast
     from sftlab.models import load_tokenizer
 
     if args.index < 0:
@@ -96,16 +91,18 @@ def run(args: argparse.Namespace) -> int:
                           f"usable conversations")
     tok = load_tokenizer(args.tokenizer, chat_template=args.chat_template)
     [messages], folded = fit_to_template([loaded.conversations[args.index]], tok)
+    controls = {"train_on_eos": args.train_on_eos, "train_on_role_header": args.train_on_role_header}
+    truncation = "right" if args.truncation == "drop" else args.truncation
     feats, info = encode_conversation_with_info(
-        messages, tok, strategy=args.masking, max_length=args.max_length, truncation=args.truncation
+        messages, tok, strategy=args.masking, max_length=args.max_length, truncation=truncation, **controls
     )
-    rendered, trained_roles = apply_strategy(messages, args.masking)
+    rendered, trained_msgs, weights = message_plan(messages, args.masking)
     full_ids, lengths, _ = prefix_lengths_fast(tok, rendered)
     text = tok.apply_chat_template(rendered, tokenize=False)
     pieces = token_pieces(tok, text, full_ids)
     # Apply the same truncation window to the pieces.
     n = len(feats["input_ids"])
-    pieces = pieces[:n] if args.truncation == "right" else pieces[len(pieces) - n:]
+    pieces = pieces[:n] if truncation == "right" else pieces[len(pieces) - n:]
     trained = [lab != IGNORE_INDEX for lab in feats["labels"]]
 
     color = args.color == "always" or (
@@ -113,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
     )
     shape = conversation_shape(messages).replace("_", "-")
     print(f"conversation {args.index} of {name}: id {loaded.ids[args.index]}, {shape}, "
-          f"{len(messages)} messages, masking={args.masking}, "
+          f"{len(messages)} messages, masking={args.masking}"
+          f"{''.join(f', {k}=false' for k, v in controls.items() if not v)}, "
           f"{'trained tokens in green' if color else 'trained tokens inside ' + OPEN + ' ' + CLOSE}")
     if folded:
         print(f"note: the chat template has no tool role; {folded} tool turn(s) folded into user turns")
@@ -121,17 +119,26 @@ def run(args: argparse.Namespace) -> int:
     if not text.endswith("\n"):
         print()
     n_trained = sum(trained)
-    trunc = (f", truncated from {info.full_length} ({args.truncation} side)" if info.truncated else "")
+    trunc = (f", truncated from {info.full_length} ({truncation} side)" if info.truncated else "")
     print(f"tokens: {n}{trunc}; trained: {n_trained} ({100 * n_trained / max(n, 1):.1f}%); masked: {n - n_trained}")
+    print_messages(rendered, lengths, len(full_ids), trained_msgs, weights)
+    if args.tokens:
+        token_weights = feats.get("weights")
+        print("pos      id  label  text" if token_weights is None else "pos      id  label  weight  text")
+        for k, (tid, lab, piece) in enumerate(zip(feats["input_ids"], feats["labels"], pieces, strict=True)):
+            w = "" if token_weights is None else f"{token_weights[k]:>6g}  "
+            print(f"{k:>5} {tid:>6} {lab:>6}  {w}{piece!r}")
+    return 0
+
+
+def print_messages(rendered: list[dict], lengths: list[int], n_full: int, trained: list[bool],
+                   weights: list[float]) -> None:
+    """One line per message: its token span (before truncation), trained or masked, and its weight when not 1."""
     print("messages (token spans before truncation):")
     start = 0
     for i, (m, end) in enumerate(zip(rendered, lengths, strict=True)):
-        s, e = min(start, len(full_ids)), min(end, len(full_ids))
-        mark = "trained" if m["role"] in trained_roles else "masked"
-        print(f"  {i:>3} {m['role']:<9} [{s}, {e}) {max(0, e - s):>6} tokens  {mark}")
+        s, e = min(start, n_full), min(end, n_full)
+        mark = "trained" if trained[i] else "masked"
+        weight = f"  weight {weights[i]:g}" if trained[i] and weights[i] != 1.0 else ""
+        print(f"  {i:>3} {m['role']:<9} [{s}, {e}) {max(0, e - s):>6} tokens  {mark}{weight}")
         start = end
-    if args.tokens:
-        print("pos      id  label  text")
-        for k, (tid, lab, piece) in enumerate(zip(feats["input_ids"], feats["labels"], pieces, strict=True)):
-            print(f"{k:>5} {tid:>6} {lab:>6}  {piece!r}")
-    return 0

@@ -18,6 +18,10 @@ def _positive_int(text: str) -> int:
     return v
 
 
+#: The masking strategies (``sftlab.masking.STRATEGIES``, not imported here to keep start-up light).
+MASKING_CHOICES = ("assistant", "reverse", "last_assistant")
+
+
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``preprocess`` and ``inspect``: the source and how it is read and masked."""
     p.add_argument("--data", required=True, action="append", metavar="SOURCE|SPEC",
@@ -30,8 +34,15 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="'chatml', a Jinja file, or the tokenizer's own (default; chatml when it has none)")
     p.add_argument("--conversation-field", default="conversations", metavar="FIELD",
                    help="record field holding the turns (default: conversations; falls back to messages)")
-    p.add_argument("--masking", choices=("assistant", "reverse"), default="assistant",
-                   help="train on assistant turns (default) or on user turns (reverse)")
+    p.add_argument("--masking", choices=MASKING_CHOICES, default="assistant",
+                   help="train on assistant turns (default), on user turns (reverse) or on the final assistant "
+                        "turn only (last_assistant); a message's own train: true/false overrides it")
+    p.add_argument("--no-train-on-eos", dest="train_on_eos", action="store_false",
+                   help="leave what the template puts after a trained message's content out of the loss "
+                        "(ChatML: the end-of-turn token <|im_end|> and the newline after it)")
+    p.add_argument("--no-train-on-role-header", dest="train_on_role_header", action="store_false",
+                   help="leave what the template puts before a trained message's content out of the loss "
+                        "(ChatML: <|im_start|>assistant and its newline)")
     p.add_argument("--max-length", type=_positive_int, default=2048, metavar="N",
                    help="truncate sequences to N tokens after masking (default 2048)")
     p.add_argument("--truncation", choices=("right", "left", "drop"), default="right",
@@ -90,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         chat_template=args.chat_template,
         conversation_field=args.conversation_field,
         masking=args.masking,
+        train_on_eos=args.train_on_eos,
+        train_on_role_header=args.train_on_role_header,
         max_length=args.max_length,
         truncation=args.truncation,
         max_rounds=args.max_rounds,

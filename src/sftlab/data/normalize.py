@@ -21,6 +21,11 @@ from collections import Counter
 from typing import Any
 
 from sftlab.errors import SftlabError
+from sftlab.masking_parts import message_flag_problem
+
+#: Optional per-message keys kept through normalisation: ``train`` (bool) overrides the masking
+#: strategy for that message, ``weight`` (number >= 0) scales its loss (see :mod:`sftlab.masking`).
+MESSAGE_FLAGS = ("train", "weight")
 
 ROLE_ALIASES: dict[str, str] = {
     "human": "user",
@@ -103,8 +108,26 @@ def parse_turns(turns: Any, *, field_name: str = "conversations") -> tuple[list[
         if role is None:
             dropped[f"unknown role '{name}'"] += 1
             continue
-        out.append({"role": role, "content": content})
+        out.append({"role": role, "content": content, **_flags(turn, where)})
     return out, dropped
+
+
+def _flags(turn: dict, where: str) -> dict[str, Any]:
+    """The turn's valid ``train``/``weight`` keys (absent or null: none); a bad value is a TurnError."""
+    flags = {k: turn[k] for k in MESSAGE_FLAGS if turn.get(k) is not None}
+    if flags:
+        problem = message_flag_problem(flags)
+        if problem:
+            key = "train" if problem.startswith("'train'") else "weight"
+            raise TurnError(f"{where}.{key}", problem)
+    return flags
+
+
+def _message(turn: dict[str, Any], role: str | None = None, content: str | None = None) -> dict[str, Any]:
+    """A normalised message: role, content and the turn's flags (nothing else)."""
+    msg: dict[str, Any] = {"role": role or turn["role"], "content": turn["content"] if content is None else content}
+    msg.update({k: turn[k] for k in MESSAGE_FLAGS if k in turn})
+    return msg
 
 
 def _pair_rounds(turns: list[dict[str, str]], dropped: Counter) -> list[list[dict[str, str]]]:
@@ -113,7 +136,7 @@ def _pair_rounds(turns: list[dict[str, str]], dropped: Counter) -> list[list[dic
     pending: dict[str, str] | None = None  # a user turn waiting for its reply
     tools: list[dict[str, str]] = []  # tool turns after the last round's assistant, waiting for the next one
     for turn in turns:
-        role, msg = turn["role"], {"role": turn["role"], "content": turn["content"]}
+        role, msg = turn["role"], _message(turn)
         if role == "user":
             dropped[DROP_TOOL_NO_REPLY] += len(tools)
             tools = []
@@ -163,7 +186,7 @@ def normalize_turns(
         i += 1
     systems: list[dict[str, str]] = []
     while i < len(turns) and turns[i]["role"] == "system":
-        systems.append({"role": "system", "content": turns[i]["content"]})
+        systems.append(_message(turns[i]))
         i += 1
     rounds = _pair_rounds(turns[i:], dropped)
     if max_rounds is not None and len(rounds) > max_rounds:
@@ -227,13 +250,13 @@ def fold_tool_turns(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]
             folded += 1
             continue
         if held and m["role"] == "user":
-            out.append({"role": "user", "content": "\n\n".join([*held, m["content"]])})
+            out.append(_message(m, content="\n\n".join([*held, m["content"]])))
             held = []
             continue
         if held:
             out.append({"role": "user", "content": "\n\n".join(held)})
             held = []
-        out.append({"role": m["role"], "content": m["content"]})
+        out.append(_message(m))
     if held:
         out.append({"role": "user", "content": "\n\n".join(held)})
     return out, folded
