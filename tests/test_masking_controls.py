@@ -441,3 +441,37 @@ def test_collators_pad_weights_and_fill_them_for_unweighted_examples():
                                                         "weights": [0.0]}])
     assert packed["weights"].tolist() == [[0.0, 2.0, 2.0, 0.5, 0.0, 1.0], [0.0] * 6]
     assert "weights" not in pack_examples([b], max_length=8)[0]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("loss", ["reference", "chunked"])
+def test_sftlab_train_hands_message_weights_to_the_loss(tiny_model_dir, tmp_path, loss):
+    """The same step on the same data, once plain and once with every message weighing 2: the
+    logged loss doubles exactly (the weights reach the loss through the Trainer's batches)."""
+    import yaml
+    from conftest import run_cli
+
+    def run(weight: float | None) -> float:
+        data = tmp_path / f"w{weight}.jsonl"
+        rows = []
+        for i in range(4):
+            msgs = [{"role": "user", "content": f"question number {i}"},
+                    {"role": "assistant", "content": f"answer number {i} with a few more words"}]
+            if weight is not None:
+                msgs = [{**m, "weight": weight} for m in msgs]
+            rows.append(json.dumps({"messages": msgs}))
+        data.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        out = tmp_path / f"out-{loss}-{weight}"
+        cfg = {"model": str(tiny_model_dir), "data": str(data), "chat_template": "chatml", "model_max_length": 64,
+               "max_steps": 1, "per_device_train_batch_size": 2, "total_batch_size": 4, "eval_fraction": 0.0,
+               "learning_rate": 0.0, "num_proc": 1, "dtype": "fp32", "loss": loss, "save_steps": 100,
+               "output_dir": str(out)}
+        path = tmp_path / f"cfg-{loss}-{weight}.yaml"
+        path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+        proc = run_cli("train", str(path))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        return next(m["loss"] for m in metrics if "loss" in m)
+
+    plain, doubled = run(None), run(2.0)
+    assert doubled == pytest.approx(2 * plain, rel=1e-4)

@@ -133,7 +133,8 @@ def _setup_data(cfg: TrainConfig, run: Resolved, out: layout.TrainDir, is_main: 
 
 
 def _features_of(dataset):
-    return dataset.select_columns([c for c in ("input_ids", "labels", "attention_mask") if c in dataset.column_names])
+    keep = ("input_ids", "labels", "attention_mask", "weights")  # weights: only when a message has a weight
+    return dataset.select_columns([c for c in keep if c in dataset.column_names])
 
 
 def _preprocess_eval_data(cfg: TrainConfig, pcfg: Any, out: layout.TrainDir, tokenizer: Any, run: Resolved,

@@ -71,6 +71,7 @@ class SftlabTrainer(Trainer):
         self.param_counts = (sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad))
         self.sft_loss = loss
         self.sft_chunked = make_compute_loss("chunked", chunk_size) if loss == "chunked" else None
+        self.sft_reference = make_compute_loss("reference")
         self.sft_group_lengths = group_lengths
         self.sft_save_total_limit = save_total_limit
         self.sft_offsets = dict(offsets or {})
@@ -135,8 +136,15 @@ class SftlabTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.sft_chunked is not None:
             return self.sft_chunked(self, model, inputs, return_outputs, num_items_in_batch)
+        if "weights" in inputs:  # per-token weights: the Trainer's own path would hand them to forward()
+            return self.sft_reference(self, model, inputs, return_outputs, num_items_in_batch)
         return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                     num_items_in_batch=num_items_in_batch)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "weights" not in self._signature_columns:  # keep the per-token weights column in the batches
+            self._signature_columns.append("weights")
 
     def _get_train_sampler(self, train_dataset=None):
         if self.sft_group_lengths is not None:
