@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from sftlab.aliases import ALIAS_NAMES, resolve_aliases
 from sftlab.errors import ConfigError, suggest
 from sftlab.masking import STRATEGIES as MASKING_CHOICES
 from sftlab.precision import DTYPE_CHOICES, resolve_precision
@@ -160,7 +161,6 @@ def merge(base: dict, extra: dict) -> dict:
 
 LOSS_CHOICES = ("reference", "chunked")
 PADDING_CHOICES = ("longest", "max_length")
-REPORT_TO_CHOICES = ("none", "tensorboard", "wandb")
 
 #: TrainingArguments fields that would put a secret into a config file or log.
 SECRET_KEYS = ("hub_token",)
@@ -326,8 +326,8 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     ``gradient_accumulation_steps``; ``output_dir`` defaults to ``runs/<config name>``. A saved
     ``sftlab_config.yaml`` loads back as a config (its record keys are ignored).
     """
-    raw = read_config_file(path) if path is not None else {}
-    raw = merge(raw, parse_overrides(overrides))
+    raw = resolve_aliases(read_config_file(path)) if path is not None else {}
+    raw = merge(raw, resolve_aliases(parse_overrides(overrides)))  # `--data` replaces a file's `dataset_name`
     cfg, ta_kwargs = _split_keys(raw)
     _validate_train_config(cfg)
     if "group_by_length" in raw and ta_kwargs.get("train_sampling_strategy") not in (None, "random"):
@@ -379,7 +379,7 @@ def _split_keys(raw: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
         elif key in theirs:
             ta_kwargs[key] = check_value(key, value, theirs[key]) if value is not None else None
         else:
-            raise ConfigError(f"unknown config key '{key}'{suggest(key, valid)}")
+            raise ConfigError(f"unknown config key '{key}'{suggest(key, valid + list(ALIAS_NAMES))}")
     return TrainConfig(**sft_kwargs), ta_kwargs
 
 
@@ -421,17 +421,30 @@ def _validate_train_config(cfg: TrainConfig) -> None:
 
 
 def _validate_report_to(report_to: Any) -> None:
-    import importlib.util
+    """Integration names as transformers knows them, each with its package installed: checked now,
+    before any preprocessing, the way the Trainer will check them."""
+    from transformers.integrations import get_reporting_integration_callbacks
 
-    for r in [report_to] if isinstance(report_to, str) or report_to is None else report_to:
-        r = "none" if r is None else r
-        _validate_choice("report_to", r, REPORT_TO_CHOICES + ("all",))
-        if r in ("tensorboard", "wandb"):
-            mod = "tensorboard" if r == "tensorboard" else "wandb"
-            if importlib.util.find_spec(mod) is None and not (
-                r == "tensorboard" and importlib.util.find_spec("tensorboardX") is not None
-            ):
-                raise ConfigError(f"report_to: {r} needs the {mod} package (pip install {mod})")
+    if report_to is None or report_to == "none" or report_to == ["none"]:
+        return
+    if not isinstance(report_to, (str, list)):
+        raise ConfigError(f"report_to must be a name or a list of names, got {report_to!r}")
+    try:  # transformers' table of integrations, not a list of sftlab's
+        callbacks = get_reporting_integration_callbacks(report_to)
+    except ValueError as e:
+        names = str(e).split("only ", 1)[-1].replace(" are supported.", "")
+        bad = next((r for r in ([report_to] if isinstance(report_to, str) else report_to)
+                    if r not in names.split(", ")), str(report_to))
+        raise ConfigError(f"report_to: unknown integration '{bad}'{suggest(str(bad), names.split(', '))} "
+                          f"(transformers supports: {names}, none, all)") from None
+    from transformers.integrations import integration_utils
+
+    for cb in callbacks:  # the package behind each, by transformers' own availability check
+        name = next(k for k, v in integration_utils.INTEGRATION_TO_CALLBACK.items() if v is cb)
+        available = getattr(integration_utils, f"is_{name}_available", None)
+        if available is not None and not available():
+            pkg = {"tensorboard": "tensorboard", "comet_ml": "comet-ml", "azure_ml": "azureml-core"}.get(name, name)
+            raise ConfigError(f"report_to: {name} needs the {pkg} package (pip install {pkg})")
 
 
 def _augment_from(value: Any) -> dict | None:
