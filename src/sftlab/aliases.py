@@ -207,6 +207,20 @@ def resolve_aliases(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def target_of(key: str) -> str:
+    """The sftlab key that ``key`` sets (itself when it is no alias)."""
+    alias = ALIASES.get(key)
+    return alias.target if alias is not None else key
+
+
+def without_replaced(file_raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``file_raw`` less the keys an override sets under another name: ``--data x`` replaces a file's
+    ``dataset_name`` and ``--max_length 64`` a file's ``model_max_length`` (blocks still merge)."""
+    replaced = {target_of(k) for k in overrides if isinstance(k, str)}
+    return {k: v for k, v in file_raw.items()
+            if not (isinstance(k, str) and target_of(k) in replaced and k not in overrides)}
+
+
 def _claim(taken: dict[str, str], target: str, key: str) -> None:
     """Record that ``key`` sets ``target``; a second key for the same setting is an error
     (``lora`` and ``lora_r`` count as the same: the block and a key inside it)."""

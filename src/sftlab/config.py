@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from sftlab.aliases import ALIAS_NAMES, resolve_aliases
+from sftlab.aliases import ALIAS_NAMES, resolve_aliases, without_replaced
 from sftlab.errors import ConfigError, suggest
 from sftlab.masking import STRATEGIES as MASKING_CHOICES
 from sftlab.precision import DTYPE_CHOICES, resolve_precision
@@ -326,8 +326,9 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     ``gradient_accumulation_steps``; ``output_dir`` defaults to ``runs/<config name>``. A saved
     ``sftlab_config.yaml`` loads back as a config (its record keys are ignored).
     """
-    raw = resolve_aliases(read_config_file(path)) if path is not None else {}
-    raw = merge(raw, resolve_aliases(parse_overrides(overrides)))  # `--data` replaces a file's `dataset_name`
+    given = parse_overrides(overrides)
+    raw = without_replaced(read_config_file(path), given) if path is not None else {}
+    raw = resolve_aliases(merge(raw, given))  # TRL/Axolotl names -> sftlab's (sftlab.aliases)
     cfg, ta_kwargs = _split_keys(raw)
     _validate_train_config(cfg)
     if "group_by_length" in raw and ta_kwargs.get("train_sampling_strategy") not in (None, "random"):

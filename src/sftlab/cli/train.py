@@ -10,6 +10,12 @@ EPILOG = """\
 Any config key can be overridden: --learning_rate 1e-4 --lora.r 8 --packing (a bare flag means true).
 Values are parsed as YAML. When output_dir holds a checkpoint the same command resumes from the newest
 complete one; --overwrite_output_dir starts over. Multi-process: torchrun --nproc_per_node N -m sftlab train ...
+
+TRL and Axolotl key names are read as sftlab's (each printed once), so a `trl sft` config runs as it is:
+  sftlab train trl_config.yaml --model_name_or_path HuggingFaceTB/SmolLM2-135M --warmup_ratio 0.1 --max_length 512
+report_to takes any integration transformers supports (tensorboard, wandb, trackio, mlflow, ...), keys from
+the environment only (WANDB_MODE=offline works offline). push_to_hub: true uploads the final model, tokenizer,
+config, summary, loss curve and a model card, never cache/ or checkpoints. --keys lists every key.
 """
 
 
@@ -30,7 +36,12 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides or [])
     if "--help" in overrides or "-h" in overrides or "--keys" in overrides:
+        from sftlab.aliases import ALIASES, IGNORED
+
         print("valid config keys:\n  " + "\n  ".join(valid_keys()))
+        print("TRL/Axolotl names read as sftlab keys:\n  "
+              + "\n  ".join(f"{a.name} -> {a.target} ({a.source})" for a in ALIASES.values())
+              + "\n  " + "\n  ".join(f"{k} (ignored)" for k in IGNORED))
         return 0
     cfg, training_args = load_config(args.config, overrides)
     train(cfg, training_args)
