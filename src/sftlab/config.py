@@ -498,6 +498,8 @@ class Resolved:
     precision: str  # a label for logs and the summary, e.g. "bf16 mixed (fp32 weights)"
     dtype: str  # fp32, bf16 or fp16: what ``dtype: auto`` became on this machine
     world_size: int
+    #: sftlab uploads the finished run itself (:mod:`sftlab.hub`); ``args.push_to_hub`` stays False.
+    push_to_hub: bool = False
 
 
 def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) -> Resolved:
@@ -524,6 +526,7 @@ def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) 
     if ta.get("train_sampling_strategy") == "group_by_length":
         ta["train_sampling_strategy"] = "random"
     resume = ta.pop("resume_from_checkpoint", None)
+    push = bool(ta.pop("push_to_hub", False))  # the Trainer's push would upload cache/ and logs too
     has_eval = cfg.eval_fraction > 0
     if not has_eval and ta.get("eval_strategy", "no") not in ("no", None):
         raise ConfigError("eval_strategy needs an eval split: set eval_fraction > 0 (or eval_strategy: no)")
@@ -547,7 +550,7 @@ def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) 
         raise ConfigError(f"invalid training arguments: {str(e).splitlines()[0]}") from e
     return Resolved(args=args, save_total_limit=save_limit, group_by_length=bool(group),
                     resume_from_checkpoint=resume, precision=prec["precision"], dtype=prec["dtype"],
-                    world_size=world)
+                    world_size=world, push_to_hub=push)
 
 
 def saved_config(cfg: TrainConfig, resolved: Resolved, sftlab_version: str) -> dict[str, Any]:
@@ -562,6 +565,7 @@ def saved_config(cfg: TrainConfig, resolved: Resolved, sftlab_version: str) -> d
         if f.init and not f.name.startswith("_") and f.name not in SECRET_KEYS + PROCESS_KEYS:
             out[f.name] = _plain(getattr(args, f.name))
     out["save_total_limit"] = resolved.save_total_limit
+    out["push_to_hub"] = resolved.push_to_hub
     out.update({"world_size": resolved.world_size, "resolved_dtype": resolved.dtype,
                 "sftlab_version": sftlab_version})
     return out

@@ -63,6 +63,8 @@ def train(cfg: TrainConfig, training_args: dict) -> dict:
         if state.is_main_process:
             summary = _write_records(cfg, run, trainer, data, ckpt, out, totals, wall_start)
         state.wait_for_everyone()
+    if run.push_to_hub and state.is_main_process:
+        _push(run, out)
     return summary
 
 
@@ -290,6 +292,15 @@ def _write_records(cfg: TrainConfig, run: Resolved, trainer, data: _Data, ckpt: 
          f"{'' if summary['final_eval_loss'] is None else ', eval loss ' + _fmt(summary['final_eval_loss'])}, "
          f"{summary['tokens_per_s']:.1f} tokens/s; model saved to {out.root}")
     return summary
+
+
+def _push(run: Resolved, out: layout.TrainDir) -> None:
+    """Upload exactly the final model, tokenizer, records and a model card (see :mod:`sftlab.hub`)."""
+    from sftlab import hub
+
+    args = run.args
+    done = hub.push_to_hub(out.root, args.hub_model_id, private=args.hub_private_repo, revision=args.hub_revision)
+    _say(f"sftlab train: pushed {len(done['files'])} files to the hub as {done['repo_id']} ({done['url']})")
 
 
 def _summary(cfg: TrainConfig, run: Resolved, trainer, data: _Data, ckpt: Path | None, out: layout.TrainDir,
