@@ -31,6 +31,7 @@ from sftlab.errors import ConfigError, suggest
 from sftlab.masking import STRATEGIES as MASKING_CHOICES
 from sftlab.precision import DTYPE_CHOICES, resolve_precision
 from sftlab.preprocess import TRUNCATION_CHOICES
+from sftlab.tracking import validate_report_to
 from sftlab.typecheck import check_value
 
 
@@ -240,6 +241,11 @@ class TrainConfig:
     augment: dict | None = None
     #: Consumed by ``sftlab run`` (evaluation after training); accepted and ignored here.
     eval: dict | None = None
+    #: IFEval on a small seeded sample every N steps, into metrics.jsonl (see sftlab.ifeval_callback).
+    ifeval_eval_steps: int | None = None
+    ifeval_eval_sample: int = 20
+    ifeval_eval_max_new_tokens: int = 256
+    ifeval_eval_data: str | None = None
 
 
 def _dataclass_fields(cls: type) -> dict[str, Any]:
@@ -333,7 +339,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     _validate_train_config(cfg)
     if "group_by_length" in raw and ta_kwargs.get("train_sampling_strategy") not in (None, "random"):
         raise ConfigError("set either group_by_length or train_sampling_strategy, not both")
-    _validate_report_to(ta_kwargs.get("report_to", TRAINING_DEFAULTS["report_to"]))
+    validate_report_to(ta_kwargs.get("report_to", TRAINING_DEFAULTS["report_to"]))
 
     for k, v in TRAINING_DEFAULTS.items():
         ta_kwargs.setdefault(k, v)
@@ -410,6 +416,9 @@ def _validate_train_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be >= 1 (or null for all), got {v}")
     if cfg.loss_chunk_size < 1:
         raise ConfigError(f"loss_chunk_size must be >= 1, got {cfg.loss_chunk_size}")
+    from sftlab.ifeval_callback import validate as validate_ifeval_eval  # (imports transformers)
+
+    validate_ifeval_eval(cfg)
     if cfg.packing and cfg.padding == "max_length":
         raise ConfigError("packing: true already fills rows up to model_max_length; drop padding: max_length")
 
@@ -419,33 +428,6 @@ def _validate_train_config(cfg: TrainConfig) -> None:
     resolve_model(cfg.model)
     if cfg.tokenizer:
         resolve_model(cfg.tokenizer)
-
-
-def _validate_report_to(report_to: Any) -> None:
-    """Integration names as transformers knows them, each with its package installed: checked now,
-    before any preprocessing, the way the Trainer will check them."""
-    from transformers.integrations import get_reporting_integration_callbacks
-
-    if report_to is None or report_to == "none" or report_to == ["none"]:
-        return
-    if not isinstance(report_to, (str, list)):
-        raise ConfigError(f"report_to must be a name or a list of names, got {report_to!r}")
-    try:  # transformers' table of integrations, not a list of sftlab's
-        callbacks = get_reporting_integration_callbacks(report_to)
-    except ValueError as e:
-        names = str(e).split("only ", 1)[-1].replace(" are supported.", "")
-        bad = next((r for r in ([report_to] if isinstance(report_to, str) else report_to)
-                    if r not in names.split(", ")), str(report_to))
-        raise ConfigError(f"report_to: unknown integration '{bad}'{suggest(str(bad), names.split(', '))} "
-                          f"(transformers supports: {names}, none, all)") from None
-    from transformers.integrations import integration_utils
-
-    for cb in callbacks:  # the package behind each, by transformers' own availability check
-        name = next(k for k, v in integration_utils.INTEGRATION_TO_CALLBACK.items() if v is cb)
-        available = getattr(integration_utils, f"is_{name}_available", None)
-        if available is not None and not available():
-            pkg = {"tensorboard": "tensorboard", "comet_ml": "comet-ml", "azure_ml": "azureml-core"}.get(name, name)
-            raise ConfigError(f"report_to: {name} needs the {pkg} package (pip install {pkg})")
 
 
 def _augment_from(value: Any) -> dict | None:

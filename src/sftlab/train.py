@@ -219,11 +219,17 @@ def _setup_model(cfg: TrainConfig, tokenizer, *, gradient_checkpointing: bool):
 
 def _build_trainer(cfg: TrainConfig, run: Resolved, model, tokenizer, data: _Data, ckpt: Path | None,
                    out: layout.TrainDir, is_main: bool):
+    from sftlab.ifeval_callback import make_callback
     from sftlab.trainer import MetricsJsonlCallback, SftlabTrainer, use_compact_progress
 
+    callbacks: list[Any] = [MetricsJsonlCallback(out.metrics, is_main)]
+    ifeval_cb = make_callback(cfg, tokenizer, metrics_path=out.metrics, seed=run.args.seed, is_main=is_main,
+                              batch_size=run.args.per_device_eval_batch_size)
+    if ifeval_cb is not None:
+        callbacks.append(ifeval_cb)
     trainer = SftlabTrainer(
         model=model, args=run.args, train_dataset=data.train, eval_dataset=data.eval, data_collator=data.collator,
-        processing_class=tokenizer, callbacks=[MetricsJsonlCallback(out.metrics, is_main)],
+        processing_class=tokenizer, callbacks=callbacks,
         loss=cfg.loss, chunk_size=cfg.loss_chunk_size, group_lengths=data.lengths if run.group_by_length else None,
         save_total_limit=run.save_total_limit, offsets=checkpoints.resume_offsets(ckpt),
     )
