@@ -16,6 +16,7 @@ The table is :data:`ALIASES`; README's "Keys from TRL and Axolotl" section docum
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,6 +142,9 @@ _printed: set[str] = set()
 
 
 def _say_once(message: str) -> None:
+    """Print ``message`` once per process, on the first process of a multi-process job only."""
+    if os.environ.get("RANK", "0") != "0":
+        return
     if message not in _printed:
         _printed.add(message)
         print(message, file=sys.stderr, flush=True)

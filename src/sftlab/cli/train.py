@@ -15,7 +15,9 @@ TRL and Axolotl key names are read as sftlab's (each printed once), so a `trl sf
   sftlab train trl_config.yaml --model_name_or_path HuggingFaceTB/SmolLM2-135M --warmup_ratio 0.1 --max_length 512
 report_to takes any integration transformers supports (tensorboard, wandb, trackio, mlflow, ...), keys from
 the environment only (WANDB_MODE=offline works offline). push_to_hub: true uploads the final model, tokenizer,
-config, summary, loss curve and a model card, never cache/ or checkpoints. --keys lists every key.
+config, summary, loss curve and a model card, never cache/ or checkpoints. IFEval during training:
+  --ifeval_eval_steps 50 --ifeval_eval_sample 20 --ifeval_eval_data ../shared/ifeval/input_data.jsonl
+scores a seeded sample into metrics.jsonl and loss_curve.png. --keys lists every key and alias.
 """
 
 
