@@ -12,7 +12,8 @@ Values are parsed as YAML. When output_dir holds a checkpoint the same command r
 complete one; --overwrite_output_dir starts over. Multi-process: torchrun --nproc_per_node N -m sftlab train ...
 
 TRL and Axolotl key names are read as sftlab's (each printed once), so a `trl sft` config runs as it is:
-  sftlab train trl_config.yaml --model_name_or_path HuggingFaceTB/SmolLM2-135M --warmup_ratio 0.1 --max_length 512
+  sftlab train tests/fixtures/trl_sft_config.yaml --model_name_or_path smollm2-135m-instruct-gguf \
+      --dataset_name tests/fixtures/smoltalk_like.jsonl --max_length 512 --warmup_ratio 0.1 --max_steps 2
 report_to takes any integration transformers supports (tensorboard, wandb, trackio, mlflow, ...), keys from
 the environment only (WANDB_MODE=offline works offline). push_to_hub: true uploads the final model, tokenizer,
 config, summary, loss curve and a model card, never cache/ or checkpoints. IFEval during training:
