@@ -61,6 +61,12 @@ def _assistant_only_loss(value: Any) -> str:
     raise ConfigError(f"assistant_only_loss must be true or false, got {value!r}")
 
 
+def _train_on_inputs(value: Any) -> str:
+    if not isinstance(value, bool):
+        raise ConfigError(f"train_on_inputs must be true or false, got {value!r}")
+    return _assistant_only_loss(not value)
+
+
 #: Axolotl ``datasets[].type`` -> sftlab data format.
 AXOLOTL_TYPES = {"chat_template": "messages", "sharegpt": "sharegpt", "alpaca": "alpaca",
                  "completion": "prompt_completion", "input_output": "prompt_completion"}
@@ -117,6 +123,7 @@ ALIASES: dict[str, Alias] = {a.name: a for a in (
     Alias("datasets", "data", "Axolotl", _datasets),
     Alias("test_datasets", "eval_data", "Axolotl", _datasets),
     Alias("assistant_only_loss", "masking", "TRL", _assistant_only_loss),
+    Alias("train_on_inputs", "masking", "Axolotl", _train_on_inputs),
     Alias("lora_r", "lora.r", "TRL/Axolotl"),
     Alias("lora_alpha", "lora.alpha", "TRL/Axolotl"),
     Alias("lora_dropout", "lora.dropout", "TRL/Axolotl"),

@@ -166,7 +166,8 @@ def model_card(output_dir: str | Path, repo_id: str) -> str:
     root = Path(output_dir)
     cfg = _read_yaml(root / layout.TRAIN_CONFIG)
     summary = _read_json(root / layout.TRAIN_SUMMARY)
-    masking = {k: v for k, v in cfg.items() if k.startswith("mask") or k in ("max_rounds", "system_prompt")}
+    masking = {k: v for k, v in cfg.items()
+               if k.startswith(("mask", "train_on_")) or k in ("max_rounds", "system_prompt")}
     hyper = {k: cfg[k] for k in HYPERPARAMETERS if cfg.get(k) not in (None, -1)}
     if cfg.get("lora"):
         hyper["lora"] = cfg["lora"]
@@ -193,6 +194,7 @@ def model_card(output_dir: str | Path, repo_id: str) -> str:
 
 def _masking_sentence(masking: Any) -> str:
     return {"assistant": "the assistant turns only (system, user and tool turns are masked).",
+            "last_assistant": "the last assistant turn of each conversation only.",
             "reverse": "everything but the assistant turns (a diagnostic setting)."}.get(
         str(masking), f"masking strategy `{masking}`.")
 
