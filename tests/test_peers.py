@@ -44,6 +44,11 @@ def _fresh_print_memory(monkeypatch):
     ({"model_name_or_path": "org/m"}, {"model": "org/m"}),
     ({"base_model": "org/m"}, {"model": "org/m"}),
     ({"dataset_name": "org/d"}, {"data": "org/d"}),
+    ({"dataset_name": "org/d", "dataset_config": "en", "dataset_train_split": "train"},
+     {"data": {"path": "org/d", "name": "en", "split": "train"}}),
+    ({"dataset_num_proc": 4, "chat_template_path": "t.jinja"}, {"num_proc": 4, "chat_template": "t.jinja"}),
+    ({"torch_dtype": "bfloat16"}, {"dtype": "bf16"}),
+    ({"dtype": "float32"}, {"dtype": "fp32"}),
     ({"datasets": [{"path": "a.jsonl", "type": "chat_template", "field_messages": "msgs"}]},
      {"data": {"path": "a.jsonl", "format": "messages", "columns": {"messages": "msgs"}}}),
     ({"datasets": [{"path": "org/a", "type": "sharegpt", "split": "train", "name": "en", "ds_type": "json"},
@@ -84,6 +89,8 @@ def test_each_rewrite_is_printed_once_in_the_issue_form(capsys):
     ({"use_peft": False, "lora_r": 8}, ["use_peft", "lora_r"]),
     ({"warmup_ratio": 1.5}, ["warmup_ratio", "[0, 1)"]),
     ({"adapter": "qlora"}, ["qlora"]),
+    ({"dataset_config": "en"}, ["data.name set without the dataset"]),
+    ({"torch_dtype": "float32", "dtype": "fp32"}, ["torch_dtype", "dtype"]),
     ({"datasets": [{"path": "x", "type": "dpo"}]}, ["datasets[0].type", "dpo"]),
     ({"datasets": [{"path": "x", "shards": 2}]}, ["unknown Axolotl dataset key 'shards'"]),
 ])
@@ -115,6 +122,14 @@ def test_issue_keys_load_from_a_file_and_overrides_replace_the_aliased_key(tmp_p
                                                                         "assistant")
     assert cfg.lora is not None and cfg.lora.r == 4 and cfg.lora.alpha == 32
     assert cfg.eval_fraction == 0.25 and ta["warmup_steps"] == 0.1
+
+
+def test_an_override_replaces_the_file_key_of_the_same_meaning():
+    from sftlab.aliases import without_replaced
+
+    file_raw = {"dataset_name": "org/d", "dataset_config": "en", "lora_alpha": 16, "max_length": 64}
+    assert without_replaced(file_raw, {"data": "x.jsonl", "lora": {"r": 4}, "model_max_length": 32}) == {
+        "lora_alpha": 16}
 
 
 def test_unknown_peer_key_is_still_unknown_with_a_suggestion(capsys, tiny_model_dir):

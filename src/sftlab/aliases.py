@@ -120,6 +120,11 @@ ALIASES: dict[str, Alias] = {a.name: a for a in (
     Alias("tokenizer_name_or_path", "tokenizer", "TRL"),
     Alias("tokenizer_config", "tokenizer", "Axolotl"),
     Alias("dataset_name", "data", "TRL"),
+    Alias("dataset_config", "data.name", "TRL"),
+    Alias("dataset_train_split", "data.split", "TRL"),
+    Alias("dataset_num_proc", "num_proc", "TRL"),
+    Alias("chat_template_path", "chat_template", "TRL"),
+    Alias("torch_dtype", "dtype", "TRL (before 0.20)", lambda v: _dtype_value(v, "torch_dtype")),
     Alias("datasets", "data", "Axolotl", _datasets),
     Alias("test_datasets", "eval_data", "Axolotl", _datasets),
     Alias("assistant_only_loss", "masking", "TRL", _assistant_only_loss),
@@ -138,12 +143,13 @@ ALIASES: dict[str, Alias] = {a.name: a for a in (
 IGNORED: dict[str, str] = {
     "dataset_text_field": "sftlab trains on conversations (messages, sharegpt, alpaca or prompt/completion records), "
                           "found by their fields",
-    "use_peft": "LoRA is on when a lora block (or a lora_* key) is set",
-    "adapter": "LoRA is on when a lora block (or a lora_* key) is set",
 }
+#: Keys that switch LoRA on (``use_peft: true``, ``adapter: lora``): sftlab's ``lora`` block with the
+#: ``lora_*`` keys, or its defaults.
+LORA_SWITCHES = ("use_peft", "adapter")
 
 #: Every key name this module reads (for ``--help`` and "unknown key" suggestions).
-ALIAS_NAMES = tuple(ALIASES) + tuple(IGNORED)
+ALIAS_NAMES = tuple(ALIASES) + tuple(IGNORED) + LORA_SWITCHES
 
 _printed: set[str] = set()
 
@@ -185,37 +191,67 @@ def resolve_aliases(raw: dict[str, Any]) -> dict[str, Any]:
     Each rewrite is printed once per process to stderr. Raises :class:`ConfigError` for an alias next
     to its target, two aliases of one key, or a value the transform cannot read.
     """
-    if not any(isinstance(k, str) and (k in ALIASES or k in IGNORED) for k in raw):
+    if not any(isinstance(k, str) and k in ALIAS_NAMES for k in raw) and not (
+            isinstance(raw.get("dtype"), str) and raw["dtype"].removeprefix("torch.") in TORCH_DTYPES):
         return raw
     _check_ignored(raw)
     out: dict[str, Any] = {}
     taken: dict[str, str] = {}  # target -> the key that set it
     enable_lora = raw.get("use_peft") is True or raw.get("adapter") == "lora"
+    inner: dict[str, dict[str, Any]] = {}  # block -> keys set inside it by aliases (lora_r -> lora.r)
     for key, value in raw.items():
         if key in IGNORED:
             _say_once(f"`{key}: {_show(value)}` ignored: {IGNORED[key]}")
             continue
+        if key in LORA_SWITCHES:
+            on = value is True or value == "lora"
+            _say_once(f"`{key}: {_show(value)}` read as LoRA {'on (the lora block)' if on else 'off'}")
+            continue
         alias = ALIASES.get(key) if isinstance(key, str) else None
         if alias is None:
             _claim(taken, key, key)
-            out[key] = value
+            out[key] = _dtype_value(value, key) if key == "dtype" else value
             continue
         new = alias.transform(value) if alias.transform is not None else value
         _claim(taken, alias.target, key)
         _say_once(f"`{key}: {_show(value)}` read as `{alias.target}: {_show(new)}`")
         if "." in alias.target:
             block, sub = alias.target.split(".", 1)
-            lora = out.get(block)
-            if lora is None or lora is True:
-                lora = out[block] = {}
-            if not isinstance(lora, dict):
-                raise ConfigError(f"{key} needs '{block}' to be a block, got {block}: {lora!r}")
-            lora[sub] = new
+            inner.setdefault(block, {})[sub] = new
         else:
             out[alias.target] = new
+    for block, items in inner.items():
+        out[block] = _into_block(block, out.get(block), items)
     if enable_lora and out.get("lora") is None:
         out["lora"] = True
     return out
+
+
+def _into_block(block: str, current: Any, items: dict[str, Any]) -> Any:
+    """``lora_*`` keys into the ``lora`` block; ``dataset_config``/``dataset_train_split`` into the data spec."""
+    if current is None or current is True:
+        if block == "data":
+            raise ConfigError(f"{', '.join('data.' + k for k in items)} set without the dataset "
+                              "(dataset_name or data)")
+        return dict(items)
+    if block == "data" and isinstance(current, str):
+        return {"path": current, **items}
+    if isinstance(current, dict):
+        return {**current, **items}
+    raise ConfigError(f"{', '.join(block + '.' + k for k in items)} need '{block}' to be one block, got {current!r}")
+
+
+#: TRL/torch dtype names -> sftlab's ``dtype`` values.
+TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+
+
+def _dtype_value(value: Any, key: str = "dtype") -> Any:
+    if isinstance(value, str) and value.removeprefix("torch.") in TORCH_DTYPES:
+        new = TORCH_DTYPES[value.removeprefix("torch.")]
+        if key == "dtype":
+            _say_once(f"`dtype: {value}` read as `dtype: {new}`")
+        return new
+    return value
 
 
 def target_of(key: str) -> str:
@@ -228,15 +264,28 @@ def without_replaced(file_raw: dict[str, Any], overrides: dict[str, Any]) -> dic
     """``file_raw`` less the keys an override sets under another name: ``--data x`` replaces a file's
     ``dataset_name`` and ``--max_length 64`` a file's ``model_max_length`` (blocks still merge)."""
     replaced = {target_of(k) for k in overrides if isinstance(k, str)}
-    return {k: v for k, v in file_raw.items()
-            if not (isinstance(k, str) and target_of(k) in replaced and k not in overrides)}
+
+    def gone(key: Any) -> bool:
+        if not isinstance(key, str) or key in overrides:
+            return False
+        target = target_of(key)  # a new dataset also drops the old one's dataset_config/_train_split
+        return target in replaced or (target.split(".", 1)[0] in MERGED_BLOCKS and target.split(".", 1)[0] in replaced)
+
+    return {k: v for k, v in file_raw.items() if not gone(k)}
+
+
+#: Blocks whose aliased inner keys complete the block's key rather than clash with it.
+MERGED_BLOCKS = ("data",)
 
 
 def _claim(taken: dict[str, str], target: str, key: str) -> None:
     """Record that ``key`` sets ``target``; a second key for the same setting is an error
     (``lora`` and ``lora_r`` count as the same: the block and a key inside it)."""
     block = target.split(".", 1)[0]
-    clashes = [t for t in taken if t == target or t == block or t.split(".", 1)[0] == target]
+    if block in MERGED_BLOCKS:  # data.name/data.split go into the spec that data/dataset_name sets
+        clashes = [t for t in taken if t == target]
+    else:
+        clashes = [t for t in taken if t == target or t == block or t.split(".", 1)[0] == target]
     if clashes:
         prev = taken[clashes[0]]
         raise ConfigError(f"'{key}' and '{prev}' both set {target}: keep one "

@@ -39,11 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides or [])
     if "--help" in overrides or "-h" in overrides or "--keys" in overrides:
-        from sftlab.aliases import ALIASES, IGNORED
+        from sftlab.aliases import ALIASES, IGNORED, LORA_SWITCHES
 
         print("valid config keys:\n  " + "\n  ".join(valid_keys()))
         print("TRL/Axolotl names read as sftlab keys:\n  "
               + "\n  ".join(f"{a.name} -> {a.target} ({a.source})" for a in ALIASES.values())
+              + "\n  " + "\n  ".join(f"{k} -> lora on/off" for k in LORA_SWITCHES)
               + "\n  " + "\n  ".join(f"{k} (ignored)" for k in IGNORED))
         return 0
     cfg, training_args = load_config(args.config, overrides)
