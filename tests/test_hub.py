@@ -141,6 +141,10 @@ def test_a_failed_upload_is_one_error_naming_the_retry(tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "upload_folder", boom)
     with pytest.raises(SftlabError, match=r"upload to me/m failed .*python -m sftlab.hub"):
         hub.push_to_hub(root, "me/m")
+    got = _capture_upload(monkeypatch)
+    exp_train = _fake_run(tmp_path / "my-exp" / layout.TRAIN, data="x.jsonl")
+    assert hub.push_to_hub(exp_train)["repo_id"] == "my-exp" and got["repo_id"] == "my-exp"
+    assert hub.main([str(root), "me/again"]) == 0 and got["repo_id"] == "me/again"
 
 
 def test_trainer_push_is_off_and_the_token_stays_out_of_configs(tiny_model_dir):

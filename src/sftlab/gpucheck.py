@@ -30,6 +30,7 @@ RECIPE = REPO / "configs" / "smollm2-135m-smoltalk.yaml"
 ZERO2 = REPO / "configs" / "deepspeed_zero2.json"
 LOCAL_DATA = REPO / "tests" / "fixtures" / "smoltalk_like.jsonl"
 RECIPE_DATA = "HuggingFaceTB/smol-smoltalk"
+SHARED_IFEVAL = REPO.parent / "shared" / "ifeval" / "input_data.jsonl"
 
 
 def gpu_info() -> tuple[bool, bool, str]:
@@ -113,8 +114,13 @@ def run_checks(args: argparse.Namespace) -> list[tuple[str, str, str]]:
     elif importlib.util.find_spec("deepspeed") is None:
         rows.append(("train DeepSpeed ZeRO-2", "skipped", "deepspeed not installed (pip install 'sftlab[deepspeed]')"))
     else:
+        import torch
+
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={torch.cuda.device_count()}"]
         cmd = _train_cmd(args, out / "train-zero2", data, "bf16" if bf16 else "fp16", min(args.max_steps, 10),
                          "--deepspeed", str(ZERO2))
+        cmd = launcher + cmd[1:]  # torchrun -m sftlab train ... (DeepSpeed wants a launcher)
         ok_ds, detail = _run(cmd, out / "train-zero2.log")
         rows.append(("train DeepSpeed ZeRO-2", "ran" if ok_ds else "FAILED", detail))
     return rows
@@ -131,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="model instead of the recipe's (a local directory works offline)")
     p.add_argument("--data", help="training data instead of whatever is local")
-    p.add_argument("--ifeval-data", default="google/IFEval", help="IFEval inputs for the vLLM eval")
+    p.add_argument("--ifeval-data", default=str(SHARED_IFEVAL) if SHARED_IFEVAL.is_file() else "google/IFEval",
+                   help="IFEval inputs for the vLLM eval (default: ../shared/ifeval when present, else google/IFEval)")
     p.add_argument("--max-steps", type=int, default=40, help="training steps (default 40)")
     p.add_argument("--small-batch", action="store_true", help="batch 4 instead of the recipe's 128 (small machines)")
     p.add_argument("--allow-cpu", action="store_true", help="without a GPU, train in fp32 on the CPU instead of skipping")

@@ -246,10 +246,13 @@ def upload_folder(folder: Path, repo_id: str, *, private: bool | None, revision:
 
 def push_to_hub(output_dir: str | Path, repo_id: str | None = None, *, private: bool | None = None,
                 revision: str | None = None) -> dict[str, Any]:
-    """Upload the finished run in ``output_dir`` as ``repo_id`` (default: the output folder's name,
-    in the token's namespace); returns ``{"repo_id", "files", "url"}``."""
+    """Upload the finished run in ``output_dir`` as ``repo_id`` (default: the output folder's name, or
+    the experiment's for ``<experiment>/train``, in the token's namespace); returns
+    ``{"repo_id", "files", "url"}``."""
     root = Path(output_dir)
-    repo_id = repo_id or root.resolve().name
+    if not repo_id:  # the experiment's name for the train/ folder of `sftlab run`, else the folder's own
+        resolved = root.resolve()
+        repo_id = resolved.parent.name if resolved.name == layout.TRAIN else resolved.name
     with tempfile.TemporaryDirectory(prefix="sftlab-hub-") as tmp:
         files = stage(root, tmp, repo_id)
         try:
