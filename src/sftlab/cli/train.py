@@ -10,6 +10,15 @@ EPILOG = """\
 Any config key can be overridden: --learning_rate 1e-4 --lora.r 8 --packing (a bare flag means true).
 Values are parsed as YAML. When output_dir holds a checkpoint the same command resumes from the newest
 complete one; --overwrite_output_dir starts over. Multi-process: torchrun --nproc_per_node N -m sftlab train ...
+
+TRL and Axolotl key names are read as sftlab's (each printed once), so a `trl sft` config runs as it is:
+  sftlab train tests/fixtures/trl_sft_config.yaml --model_name_or_path smollm2-135m-instruct-gguf \
+      --dataset_name tests/fixtures/smoltalk_like.jsonl --max_length 512 --warmup_ratio 0.1 --max_steps 2
+report_to takes any integration transformers supports (tensorboard, wandb, trackio, mlflow, ...), keys from
+the environment only (WANDB_MODE=offline works offline). push_to_hub: true uploads the final model, tokenizer,
+config, summary, loss curve and a model card, never cache/ or checkpoints. IFEval during training:
+  --ifeval_eval_steps 50 --ifeval_eval_sample 20 --ifeval_eval_data ../shared/ifeval/input_data.jsonl
+scores a seeded sample into metrics.jsonl and loss_curve.png. --keys lists every key and alias.
 """
 
 
@@ -30,7 +39,13 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides or [])
     if "--help" in overrides or "-h" in overrides or "--keys" in overrides:
+        from sftlab.aliases import ALIASES, IGNORED, LORA_SWITCHES
+
         print("valid config keys:\n  " + "\n  ".join(valid_keys()))
+        print("TRL/Axolotl names read as sftlab keys:\n  "
+              + "\n  ".join(f"{a.name} -> {a.target} ({a.source})" for a in ALIASES.values())
+              + "\n  " + "\n  ".join(f"{k} -> lora on/off" for k in LORA_SWITCHES)
+              + "\n  " + "\n  ".join(f"{k} (ignored)" for k in IGNORED))
         return 0
     cfg, training_args = load_config(args.config, overrides)
     train(cfg, training_args)

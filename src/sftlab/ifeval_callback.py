@@ -1,0 +1,127 @@
+"""IFEval during training: ``ifeval_eval_steps: N`` scores a small seeded IFEval sample every N steps.
+
+Every ``ifeval_eval_steps`` optimizer steps, :class:`IFEvalCallback` generates greedy answers for
+``ifeval_eval_sample`` IFEval prompts (drawn once, seeded by the run's ``seed``, from
+``ifeval_eval_data``; default: the experiment's ``eval.ifeval_data``, else ``google/IFEval``) with at
+most ``ifeval_eval_max_new_tokens`` new tokens each, scores them with :mod:`sftlab.ifeval` and appends
+``{"step", "epoch", "ifeval_prompt_strict", "ifeval_inst_strict", "ifeval_prompts"}`` to
+``metrics.jsonl``. ``loss_curve.png`` draws both on a second axis, and a sweep (or a person) can stop a
+run whose instruction following stopped improving.
+
+It runs on the main process only, with the model switched to eval mode (and the KV cache on) for the
+generation and back to training mode afterwards; the other processes wait at the next collective.
+Models sharded over processes (FSDP, DeepSpeed ZeRO-3) cannot generate on one rank: not supported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from sftlab.errors import ConfigError
+
+DEFAULT_IFEVAL_DATA = "google/IFEval"
+#: The train-config keys of this feature and their defaults (fields of ``sftlab.config.TrainConfig``).
+KEYS = {"ifeval_eval_steps": None, "ifeval_eval_sample": 20, "ifeval_eval_max_new_tokens": 256,
+        "ifeval_eval_data": None}
+
+
+def validate(cfg: Any) -> None:
+    """The ``ifeval_eval_*`` keys of a train config, checked before any work."""
+    steps = cfg.ifeval_eval_steps
+    if steps is not None and steps < 1:
+        raise ConfigError(f"ifeval_eval_steps must be >= 1 (or null for none), got {steps}")
+    for key in ("ifeval_eval_sample", "ifeval_eval_max_new_tokens"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+
+
+def ifeval_data_of(cfg: Any) -> str:
+    """``ifeval_eval_data``, else the ``eval:`` block's ``ifeval_data`` (``sftlab run``), else google/IFEval."""
+    if cfg.ifeval_eval_data:
+        return str(cfg.ifeval_eval_data)
+    block = cfg.eval if isinstance(cfg.eval, dict) else {}
+    return str(block.get("ifeval_data") or DEFAULT_IFEVAL_DATA)
+
+
+def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy answers through :func:`sftlab.generate.generate_responses` (the one call site, by keyword)."""
+    from sftlab.generate import GenerationConfig, generate_responses
+
+    gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    return generate_responses(model=model, tokenizer=tokenizer, prompts=prompts, cfg=gen_cfg, progress=False)
+
+
+class IFEvalCallback(TrainerCallback):
+    """Scores ``inputs`` (IFEval records) every ``every`` steps and appends the figures to ``metrics_path``."""
+
+    def __init__(self, inputs: list[dict], tokenizer: Any, *, every: int, max_new_tokens: int, metrics_path: Path,
+                 is_main: bool, batch_size: int = 8):
+        self.inputs = inputs
+        self.tokenizer = tokenizer
+        self.every = every
+        self.max_new_tokens = max_new_tokens
+        self.metrics_path = Path(metrics_path)
+        self.is_main = is_main
+        self.batch_size = batch_size
+        self.last_step = -1
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        step = state.global_step
+        if not self.is_main or model is None or step % self.every or step == self.last_step:
+            return
+        self.last_step = step
+        figures = self.score(model)
+        rec = {"step": step, "epoch": round(float(state.epoch or 0.0), 6), **figures}
+        state.log_history.append(dict(rec))
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(rec) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def score(self, model: Any) -> dict[str, Any]:
+        """Generate and score the sample with ``model`` in eval mode; restores training mode and cache."""
+        import torch
+
+        from sftlab.ifeval import score_responses
+
+        was_training = model.training
+        config = getattr(model, "config", None)
+        use_cache = getattr(config, "use_cache", None)
+        model.eval()
+        if config is not None:
+            config.use_cache = True
+        try:
+            prompts = [inp["prompt"] for inp in self.inputs]
+            with torch.no_grad():
+                answers = generate(model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens,
+                                   batch_size=self.batch_size)
+        finally:
+            if config is not None:
+                config.use_cache = use_cache
+            model.train(was_training)
+        result = score_responses(self.inputs, dict(zip(prompts, answers, strict=True)))
+        m = result["metrics"] if "metrics" in result else result
+        return {"ifeval_prompt_strict": round(float(m["prompt_level_strict_acc"]), 6),
+                "ifeval_inst_strict": round(float(m["inst_level_strict_acc"]), 6),
+                "ifeval_prompts": len(prompts)}
+
+
+def make_callback(cfg: Any, tokenizer: Any, *, metrics_path: Path, seed: int, is_main: bool,
+                  batch_size: int = 8) -> IFEvalCallback | None:
+    """The callback for a train config with ``ifeval_eval_steps`` (None without); the sample is drawn
+    now, so a missing IFEval file fails before training starts."""
+    if not cfg.ifeval_eval_steps:
+        return None
+    inputs: list[dict] = []
+    if is_main:
+        from sftlab.ifeval import ensure_punkt, load_ifeval_inputs, select_inputs
+
+        ensure_punkt()
+        inputs = select_inputs(load_ifeval_inputs(ifeval_data_of(cfg)), sample=cfg.ifeval_eval_sample, seed=seed)
+    return IFEvalCallback(inputs, tokenizer, every=cfg.ifeval_eval_steps, max_new_tokens=cfg.ifeval_eval_max_new_tokens,
+                          metrics_path=metrics_path, is_main=is_main, batch_size=batch_size)
