@@ -181,3 +181,11 @@ def test_readme_documents_every_alias():
     readme = Path(REPO_ROOT / "README.md").read_text()
     for name in aliases.ALIASES:
         assert f"`{name}`" in readme, name
+
+
+def test_axolotl_train_on_eos_words(tiny_model_dir):
+    base = {"model": str(tiny_model_dir), "data": str(REPO_ROOT / "tests" / "fixtures" / "smoltalk_like.jsonl")}
+    assert load_config(None, {**base, "train_on_eos": "turn"})[0].train_on_eos is True
+    assert load_config(None, {**base, "train_on_eos": "none"})[0].train_on_eos is False
+    with pytest.raises(ConfigError, match="train_on_eos: 'last' has no sftlab equivalent"):
+        load_config(None, {**base, "train_on_eos": "last"})

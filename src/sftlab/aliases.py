@@ -192,7 +192,8 @@ def resolve_aliases(raw: dict[str, Any]) -> dict[str, Any]:
     to its target, two aliases of one key, or a value the transform cannot read.
     """
     if not any(isinstance(k, str) and k in ALIAS_NAMES for k in raw) and not (
-            isinstance(raw.get("dtype"), str) and raw["dtype"].removeprefix("torch.") in TORCH_DTYPES):
+            isinstance(raw.get("dtype"), str) and raw["dtype"].removeprefix("torch.") in TORCH_DTYPES) and not (
+            isinstance(raw.get("train_on_eos"), str)):
         return raw
     _check_ignored(raw)
     out: dict[str, Any] = {}
@@ -210,7 +211,8 @@ def resolve_aliases(raw: dict[str, Any]) -> dict[str, Any]:
         alias = ALIASES.get(key) if isinstance(key, str) else None
         if alias is None:
             _claim(taken, key, key)
-            out[key] = _dtype_value(value, key) if key == "dtype" else value
+            out[key] = (_dtype_value(value, key) if key == "dtype"
+                        else _train_on_eos_value(value) if key == "train_on_eos" else value)
             continue
         new = alias.transform(value) if alias.transform is not None else value
         _claim(taken, alias.target, key)
@@ -252,6 +254,22 @@ def _dtype_value(value: Any, key: str = "dtype") -> Any:
             _say_once(f"`dtype: {value}` read as `dtype: {new}`")
         return new
     return value
+
+
+#: Axolotl's ``train_on_eos`` words that sftlab's boolean expresses (``turn``: the end-of-turn token of
+#: every trained turn, which is what ``train_on_eos: true`` does).
+AXOLOTL_EOS = {"turn": True, "none": False}
+
+
+def _train_on_eos_value(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    if value in AXOLOTL_EOS:
+        new = AXOLOTL_EOS[value]
+        _say_once(f"`train_on_eos: {value}` read as `train_on_eos: {str(new).lower()}`")
+        return new
+    raise ConfigError(f"train_on_eos: {value!r} has no sftlab equivalent: sftlab trains the end-of-turn token of "
+                      "every trained turn (true, Axolotl's 'turn') or of none (false)")
 
 
 def target_of(key: str) -> str:
