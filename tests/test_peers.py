@@ -189,3 +189,18 @@ def test_axolotl_train_on_eos_words(tiny_model_dir):
     assert load_config(None, {**base, "train_on_eos": "none"})[0].train_on_eos is False
     with pytest.raises(ConfigError, match="train_on_eos: 'last' has no sftlab equivalent"):
         load_config(None, {**base, "train_on_eos": "last"})
+
+
+def test_sftlab_run_reads_peer_keys_too(tiny_model_dir, tmp_path, ifeval_dir):
+    """``sftlab run`` finds the model under TRL's name and hands sftlab's keys to training."""
+    import yaml
+
+    from sftlab.run import load_run_config
+
+    p = tmp_path / "run.yaml"
+    p.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "dataset_name": "sharegpt",
+                                 "max_seq_length": 256, "eval": {"ifeval_data": str(ifeval_dir / "input_data.jsonl")}}),
+                 encoding="utf-8")
+    train = load_run_config(p).train_config()
+    assert train["model"] == str(tiny_model_dir) and train["data"] == "sharegpt" and train["model_max_length"] == 256
+    assert not {"model_name_or_path", "dataset_name", "max_seq_length"} & set(train)

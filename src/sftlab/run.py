@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sftlab.aliases import resolve_aliases
 from sftlab.config import read_config_file, set_dotted
 from sftlab.errors import ConfigError
 from sftlab.ifeval import METRICS
@@ -91,6 +92,7 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
         raise ConfigError(f"{path}: 'eval' must be a block of eval settings (ifeval_data, limit, max_new_tokens, ...)")
     settings = EvalSettings.from_dict(ev, "eval")
     out = raw.pop("output_dir", None) or str(Path("runs") / Path(path).stem)
+    raw = resolve_aliases(raw)  # TRL/Axolotl names (model_name_or_path, ...) as sftlab's keys, as in train
     if not raw.get("model"):
         raise ConfigError(f"{path}: 'model' is required (the base model to evaluate and fine-tune)")
     return RunConfig(train=raw, eval=settings, output_dir=Path(out), source=str(path))

@@ -216,14 +216,16 @@ def _read_sweep_file(path: str | Path, overrides: dict[str, Any] | None) -> tupl
 
 def _read_base(path: str | Path, base: Any) -> tuple[dict[str, Any], str | None]:
     """The base training config (inline, or a file found from the current directory or next to the sweep file)."""
+    from sftlab.aliases import resolve_aliases
+
     if isinstance(base, dict):
-        return base, None
+        return resolve_aliases(base), None
     if not isinstance(base, str):
         raise ConfigError(f"{path}: 'base' must be a path to a training config or a mapping")
     cand = Path(base)
     if not cand.is_file() and not cand.is_absolute():
         cand = Path(path).parent / base
-    return read_config_file(cand, "base training config"), str(cand)
+    return resolve_aliases(read_config_file(cand, "base training config")), str(cand)
 
 
 def _run_specs(path: str | Path, sets: list[dict[str, Any]], grid_keys: set[str],
