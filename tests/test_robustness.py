@@ -678,7 +678,7 @@ ALLOWED_WRITES = {
     ("generate.py", "append_responses", "open:a"): "responses.jsonl is append-only, flushed and fsynced per "
                                                    "batch; a torn last line is dropped on resume",
     ("generate.py", "read_responses_file", "open:r+b"): "cuts a torn last line off responses.jsonl",
-    ("trainer.py", "_write", "open:a"): "metrics.jsonl is append-only, flushed and fsynced per log line",
+    ("gpucheck.py", "_run", "open:w"): "a subprocess's log, streamed as it runs; only a person reads it",
     ("checkpoints.py", "output_dir_lock", "open:w"): "an empty lock file for flock; nothing reads its content",
     ("bench/loss.py", "_hwm_supported", "write_text"): "writes to /proc/self/clear_refs, not a file",
     ("bench/loss.py", "_peak_growth_mb", "write_text"): "writes to /proc/self/clear_refs, not a file",

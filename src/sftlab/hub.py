@@ -29,6 +29,7 @@ import yaml
 
 from sftlab import layout
 from sftlab.errors import SftlabError
+from sftlab.utils import atomic_write_text
 
 #: Files of the final model, at the top of the output directory.
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "model.safetensors.index.json")
@@ -229,7 +230,7 @@ def stage(output_dir: str | Path, staging: str | Path, repo_id: str) -> list[str
             (dst / name).hardlink_to(root / name)
         except OSError:
             shutil.copy2(root / name, dst / name)
-    (dst / CARD).write_text(model_card(root, repo_id), encoding="utf-8")
+    atomic_write_text(dst / CARD, model_card(root, repo_id))
     return sorted(names + [CARD])
 
 

@@ -15,14 +15,13 @@ Models sharded over processes (FSDP, DeepSpeed ZeRO-3) cannot generate on one ra
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from sftlab.errors import ConfigError
+from sftlab.utils import append_jsonl
 
 DEFAULT_IFEVAL_DATA = "google/IFEval"
 #: The train-config keys of this feature and their defaults (fields of ``sftlab.config.TrainConfig``).
@@ -78,10 +77,7 @@ class IFEvalCallback(TrainerCallback):
         figures = self.score(model)
         rec = {"step": step, "epoch": round(float(state.epoch or 0.0), 6), **figures}
         state.log_history.append(dict(rec))
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.metrics_path, rec)
 
     def score(self, model: Any) -> dict[str, Any]:
         """Generate and score the sample with ``model`` in eval mode; restores training mode and cache."""

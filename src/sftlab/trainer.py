@@ -15,9 +15,7 @@ Why these are done by hand rather than left to the Trainer:
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from sftlab import layout
 from sftlab.checkpoints import prune_checkpoints, write_marker
 from sftlab.collate import length_grouped_indices
 from sftlab.loss import DEFAULT_CHUNK_SIZE, compute_loss_from_logits, make_compute_loss
+from sftlab.utils import append_jsonl
 
 
 class SeededLengthGroupedSampler(torch.utils.data.Sampler):
@@ -193,12 +192,8 @@ class MetricsJsonlCallback(TrainerCallback):
         self.is_main = is_main
 
     def _write(self, rec: dict[str, Any]) -> None:
-        if not self.is_main:
-            return
-        with open(self.metrics_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(rec) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        if self.is_main:
+            append_jsonl(self.metrics_path, rec)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}

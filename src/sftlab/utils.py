@@ -132,6 +132,24 @@ def setup_nltk_data() -> None:
             return
 
 
+def append_jsonl(path: str | os.PathLike, records: list[dict[str, Any]] | dict[str, Any]) -> None:
+    """Append JSON lines and make them durable before returning (flush + fsync).
+
+    The one writer of sftlab's append-only logs (``metrics.jsonl``, ``responses.jsonl``): a kill can
+    only tear the last line, which :func:`read_jsonl` drops.
+    """
+    rows = [records] if isinstance(records, dict) else list(records)
+    if not rows:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def read_json(path: str | os.PathLike) -> Any:
     """A JSON file, or a :class:`SftlabError` naming it."""
     path = Path(path)
