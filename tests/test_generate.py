@@ -67,10 +67,12 @@ def test_batched_generation_matches_one_by_one(chatty_model, tokenizer, prompts,
     saved = chatty_model.generation_config.eos_token_id
     chatty_model.generation_config.eos_token_id = stops
     try:
-        single = generate_responses(chatty_model, tokenizer, prompts,
-                                    GenerationConfig(max_new_tokens=n, batch_size=1, engine="static"), progress=False)
-        batched = generate_responses(chatty_model, tokenizer, prompts,
-                                     GenerationConfig(max_new_tokens=n, batch_size=3, engine=engine), progress=False)
+        single, _ = generate_responses(chatty_model, tokenizer, prompts,
+                                       GenerationConfig(max_new_tokens=n, batch_size=1, engine="static"),
+                                       progress=False)
+        batched, _ = generate_responses(chatty_model, tokenizer, prompts,
+                                        GenerationConfig(max_new_tokens=n, batch_size=3, engine=engine),
+                                        progress=False)
     finally:
         chatty_model.generation_config.eos_token_id = saved
     assert len(set(single)) == len(prompts), "outputs should differ per prompt, or this test proves nothing"
@@ -93,7 +95,7 @@ def test_generation_stops_at_end_of_turn(chatty_model, tokenizer, prompts):
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     def run(n):
         return generate_responses(chatty_model, tokenizer, prompts[:3], GenerationConfig(max_new_tokens=n, batch_size=3),
-                                  progress=False)
+                                  progress=False)[0]
 
     first4, free8 = run(4), run(8)
     calls = {"n": 0}
@@ -149,10 +151,10 @@ def test_resume_generates_only_missing_prompts(chatty_model, tokenizer, prompts,
 
     monkeypatch.setattr(gen_mod, "encode_prompt", counting_encode)
     cfg = GenerationConfig(max_new_tokens=6, batch_size=2)
-    got = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False,
-                             keys=[10, 11, 12, 13, 14])
+    got, stats = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False,
+                                    keys=[10, 11, 12, 13, 14])
     assert sorted(encoded) == sorted(prompts[2:5])  # the half-written one is regenerated, done ones are not
-    assert (gen_mod.last_stats.n_reused, gen_mod.last_stats.n_generated) == (2, 3)
+    assert (stats.n_reused, stats.n_generated) == (2, 3)
     assert got[:2] == ["SENTINEL-0", "SENTINEL-1"]
     records = read_responses_file(out)
     assert [r["prompt"] for r in records][:2] == prompts[:2]
@@ -161,8 +163,8 @@ def test_resume_generates_only_missing_prompts(chatty_model, tokenizer, prompts,
     assert out.read_text(encoding="utf-8").endswith("\n")
     # a second rerun has nothing left to do
     encoded.clear()
-    again = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False)
-    assert encoded == [] and again == got
+    again, stats = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False)
+    assert encoded == [] and again == got and (stats.n_reused, stats.n_generated) == (5, 0)
 
 
 def test_damaged_middle_line_is_an_error(tmp_path):

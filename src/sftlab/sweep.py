@@ -55,7 +55,8 @@ from sftlab.train import read_config_file
 from sftlab.utils import atomic_write_json, atomic_write_text, stable_hash
 
 SWEEP_KEYS = ("base", "grid", "runs", "eval", "output_dir", "baseline", "report", "launcher")
-EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "max_new_tokens", "batch_size", "system_prompt", "backend")
+EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "max_new_tokens", "batch_size", "system_prompt", "backend",
+             "dtype")
 DEFAULT_IFEVAL_DATA = "google/IFEval"
 
 # Short names for the settings people sweep most, used in run directory names.
@@ -161,9 +162,10 @@ class EvalSettings:
     sample: int | None = None
     seed: int = 0
     max_new_tokens: int = 1024
-    batch_size: int = 16
+    batch_size: int | None = None  # None: the generation engine's memory-aware default
     system_prompt: str | None = None
     backend: str = "hf"
+    dtype: str = "auto"  # auto (bf16 where the hardware has it), float32 (exact) or bfloat16
     extra: dict[str, Any] = field(default_factory=dict)  # other GenerationConfig fields (e.g. engine)
 
     @classmethod
@@ -187,8 +189,18 @@ class EvalSettings:
                 raise ConfigError(f"{where}.{name} must be a positive integer, got {v!r}")
         for name in ("max_new_tokens", "batch_size"):
             v = getattr(s, name)
+            if name == "batch_size" and v in (None, "auto"):
+                s.batch_size = None
+                continue
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{where}.{name} must be a positive integer, got {v!r}")
+        from sftlab.errors import SftlabError
+        from sftlab.generate import normalize_dtype
+
+        try:
+            s.dtype = normalize_dtype(s.dtype)
+        except SftlabError as e:
+            raise ConfigError(f"{where}.dtype: {e}") from None
         s.ifeval_data = str(s.ifeval_data)
         return s
 
@@ -196,7 +208,8 @@ class EvalSettings:
         from sftlab.generate import GenerationConfig
 
         return GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                                system_prompt=self.system_prompt, backend=self.backend, **self.extra)
+                                system_prompt=self.system_prompt, backend=self.backend, dtype=self.dtype,
+                                **self.extra)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
