@@ -89,29 +89,45 @@ def test_end_of_turn_detected_from_template(tokenizer):
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in ids and tokenizer.eos_token_id in ids
 
 
+def _force_token_at_step(model, token_id: int, step: int):
+    """Hooks that add a huge logit to ``token_id`` in the forward that emits new token number ``step``
+    (the prefill forwards, any number of them, emit token 1; each decoding forward one more).
+    Returns ``(handles, calls)``; ``calls["decode"]`` counts decoding forwards."""
+    calls = {"decode": 0, "is_decode": False}
+
+    def see_input(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        calls["is_decode"] = ids is not None and ids.shape[1] == 1
+        if calls["is_decode"]:
+            calls["decode"] += 1
+
+    def boost(module, inputs, output):
+        if calls["is_decode"] and calls["decode"] == step - 1:
+            output[:, -1, token_id] += 1e4
+        return output
+
+    handles = [model.model.register_forward_pre_hook(see_input, with_kwargs=True),
+               model.lm_head.register_forward_hook(boost)]
+    return handles, calls
+
+
 def test_generation_stops_at_end_of_turn(chatty_model, tokenizer, prompts):
-    """Force <|im_end|> at decoding step 5 (via a hook on the logits): every response must be
+    """Force <|im_end|> as the 5th new token (via a hook on the logits): every response must be
     exactly the 4 tokens before it, with the stop token and everything after it stripped."""
     im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
     def run(n):
         return generate_responses(chatty_model, tokenizer, prompts[:3], GenerationConfig(max_new_tokens=n, batch_size=3),
                                   progress=False)[0]
 
     first4, free8 = run(4), run(8)
-    calls = {"n": 0}
-
-    def boost(module, inputs, output):
-        calls["n"] += 1
-        if calls["n"] == 5:  # call 1 is the prompt, so call 5 emits the 5th new token
-            output[:, -1, im_end] += 1e4
-        return output
-
-    handle = chatty_model.lm_head.register_forward_hook(boost)
+    handles, calls = _force_token_at_step(chatty_model, im_end, 5)
     try:
         out = run(8)
     finally:
-        handle.remove()
-    assert calls["n"] == 5, "generation must end as soon as every row has emitted <|im_end|>"
+        for h in handles:
+            h.remove()
+    assert calls["decode"] == 4, "generation must end as soon as every row has emitted <|im_end|>"
     assert out == first4  # the 4 tokens before the stop, nothing of the stop token or after it
     assert all(a != b for a, b in zip(out, free8, strict=True))
 

@@ -566,6 +566,30 @@ def auto_batch_size(model: Any, capacity: int, *, cap: int = AUTO_BATCH_SIZE) ->
     return max(1, min(cap, int(free * KV_MEMORY_SHARE // per_row)))
 
 
+#: A prefill group grows while its padded size stays within this factor of its real tokens.
+PREFILL_PADDING_SLACK = 1.15
+
+
+def _length_buckets(ids: list[list[int]]) -> list[slice]:
+    """Split prompts sorted longest first into consecutive groups that are prefilled together.
+
+    Why: a prefill is compute-bound, and left padding to the group's longest prompt is computed like
+    real tokens. Prompt lengths in IFEval range over 2-3x, so one prefill of 64 prompts would spend a
+    third of its time on padding; groups of similar length spend little, at the price of a few more
+    (cheap) forward calls.
+    """
+    groups: list[slice] = []
+    start, total = 0, 0
+    for i, x in enumerate(ids):
+        width = len(ids[start])
+        if i > start and width * (i - start + 1) > PREFILL_PADDING_SLACK * (total + len(x)):
+            groups.append(slice(start, i))
+            start, total = i, 0
+        total += len(x)
+    groups.append(slice(start, len(ids)))
+    return groups
+
+
 def _generate_continuous(model, tokenizer, prompts: list[str], cfg: GenerationConfig, stats: GenerationStats, *,
                          progress: bool):
     """Greedy decoding with continuous batching; yields ``[(prompt, response), ...]`` as rows finish.
@@ -617,31 +641,32 @@ def _generate_continuous(model, tokenizer, prompts: list[str], cfg: GenerationCo
         with torch.inference_mode():
             while queue or rows:
                 n = len(rows)
-                if queue and n < slots:  # refill the free slots n.. in one prefill
+                if queue and n < slots:  # refill the free slots n..
                     new = [queue.popleft() for _ in range(min(slots - n, len(queue)))]
-                    ids = [encoded[p] for p in new]
-                    width = max(len(x) for x in ids)
-                    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-                    pad = torch.tensor([width - len(x) for x in ids], dtype=torch.long)
-                    for r, x in enumerate(ids):
-                        input_ids[r, width - len(x):] = torch.tensor(x, dtype=torch.long)
-                    input_ids, pad = input_ids.to(device), pad.to(device)
-                    col = columns[:width]
-                    # causal and not padding; the diagonal stays visible so that padding rows attend
-                    # to something (an all-masked row would give NaN, whose keys later rows must not see)
-                    mask = (col[None, :, None] >= col[None, None, :]) & (col[None, None, :] >= pad[:, None, None])
-                    mask |= torch.eye(width, dtype=torch.bool, device=device)
-                    positions = (col[None, :] - pad[:, None]).clamp_(min=0)
-                    target = torch.arange(n, n + len(new), device=device)
-                    cache.start_prefill(target, width)
-                    first = head(input_ids=input_ids, attention_mask=mask[:, None], position_ids=positions,
-                                 use_cache=True, **{cache_kw: cache})
-                    offset[n:n + len(new)] = pad
-                    write[n:n + len(new)] = width
-                    pending[n:n + len(new)] = first
+                    for group in _length_buckets([encoded[p] for p in new]):
+                        ids = [encoded[p] for p in new[group.start:group.stop]]
+                        k = len(ids)
+                        width = len(ids[0])  # longest first
+                        input_ids = torch.full((k, width), pad_id, dtype=torch.long)
+                        pad = torch.tensor([width - len(x) for x in ids], dtype=torch.long)
+                        for r, x in enumerate(ids):
+                            input_ids[r, width - len(x):] = torch.tensor(x, dtype=torch.long)
+                        input_ids, pad = input_ids.to(device), pad.to(device)
+                        col = columns[:width]
+                        # causal and not padding; the diagonal stays visible so that padding rows
+                        # attend to something (an all-masked row would give NaN keys and values)
+                        mask = (col[None, :, None] >= col[None, None, :]) & (col[None, None, :] >= pad[:, None, None])
+                        mask |= torch.eye(width, dtype=torch.bool, device=device)
+                        positions = (col[None, :] - pad[:, None]).clamp_(min=0)
+                        cache.start_prefill(torch.arange(n, n + k, device=device), width)
+                        first = head(input_ids=input_ids, attention_mask=mask[:, None], position_ids=positions,
+                                     use_cache=True, **{cache_kw: cache})
+                        offset[n:n + k] = pad
+                        write[n:n + k] = width
+                        pending[n:n + k] = first
+                        n += k
                     rows += new
                     gen_ids += [[] for _ in new]
-                    n = len(rows)
                 done = []
                 for i, t in enumerate(pending[:n].tolist()):
                     gen_ids[i].append(t)
