@@ -54,11 +54,13 @@ def _reference_ids(model, tokenizer, prompts, n):
     return out
 
 
-@pytest.mark.parametrize("engine", ["static", "continuous"])
-def test_batched_generation_matches_one_by_one(chatty_model, tokenizer, prompts, engine):
-    """Batch 3 over 7 prompts of different lengths (left padding, a ragged last batch), and rows that
-    stop at different steps: a few tokens the model emits mid-answer are declared stop tokens, so
-    the continuous engine must drop rows, refill them, merge caches of different lengths and trim."""
+@pytest.mark.parametrize(("engine", "batch_size"), [("static", 3), ("continuous", 3), ("continuous", None)])
+def test_batched_generation_matches_one_by_one(chatty_model, tokenizer, prompts, engine, batch_size):
+    """The float32 path is exact: batch 3 over 7 prompts of different lengths (left padding, a ragged
+    last batch), and rows that stop at different steps: a few tokens the model emits mid-answer are
+    declared stop tokens, so the continuous engine must free slots, move the last live row into them,
+    prefill waiting prompts (in length buckets) into the free slots and keep per-row positions.
+    ``batch_size=None`` is the memory-aware default (all 7 at once here)."""
     n = 24
     ref_ids = _reference_ids(chatty_model, tokenizer, prompts, n)
     stops = sorted({ref_ids[i][3 + 5 * i] for i in range(3)})
@@ -70,13 +72,14 @@ def test_batched_generation_matches_one_by_one(chatty_model, tokenizer, prompts,
         single, _ = generate_responses(chatty_model, tokenizer, prompts,
                                        GenerationConfig(max_new_tokens=n, batch_size=1, engine="static"),
                                        progress=False)
-        batched, _ = generate_responses(chatty_model, tokenizer, prompts,
-                                        GenerationConfig(max_new_tokens=n, batch_size=3, engine=engine),
-                                        progress=False)
+        batched, stats = generate_responses(chatty_model, tokenizer, prompts,
+                                            GenerationConfig(max_new_tokens=n, batch_size=batch_size, engine=engine,
+                                                             dtype="float32"), progress=False)
     finally:
         chatty_model.generation_config.eos_token_id = saved
     assert len(set(single)) == len(prompts), "outputs should differ per prompt, or this test proves nothing"
     assert batched == single
+    assert (stats.engine, stats.dtype, stats.batch_size) == (engine, "float32", batch_size or len(prompts))
     for text, ids, s in zip(single, ref_ids, stop_at, strict=True):  # cut right before the stop token
         assert text == tokenizer.decode(ids[:s] if s is not None else ids, skip_special_tokens=True)
 
@@ -130,6 +133,42 @@ def test_generation_stops_at_end_of_turn(chatty_model, tokenizer, prompts):
     assert calls["decode"] == 4, "generation must end as soon as every row has emitted <|im_end|>"
     assert out == first4  # the 4 tokens before the stop, nothing of the stop token or after it
     assert all(a != b for a, b in zip(out, free8, strict=True))
+
+
+def test_bfloat16_path_runs_and_stops_at_end_of_turn(chatty_model, tokenizer, prompts, monkeypatch):
+    """The bf16 path (what ``dtype: auto`` picks on a CPU with bf16 instructions) runs end to end and
+    ends every response at its stop token: the token each row emits at some step of a free run is
+    declared a stop token, and the rerun must stop exactly there (5 tokens per row: 4 + the stop)."""
+    import copy
+
+    import sftlab.generate as gen_mod
+
+    model = copy.deepcopy(chatty_model).to(torch.bfloat16)
+    captured: dict[str, list[int]] = {}
+    real_decode = gen_mod.decode_response
+
+    def spy(tok, ids, stops):
+        text, n = real_decode(tok, ids, stops)
+        captured[text] = list(ids)
+        return text, n
+
+    monkeypatch.setattr(gen_mod, "decode_response", spy)
+    cfg = GenerationConfig(max_new_tokens=8, batch_size=2, dtype="bfloat16")  # 3 prompts: one refill
+    free, stats = generate_responses(model, tokenizer, prompts[:3], cfg, progress=False)
+    assert (stats.engine, stats.dtype) == ("continuous", "bfloat16")
+    assert len(set(free)) == 3, "outputs should differ per prompt, or this test proves nothing"
+    ids = [captured[t] for t in free]
+    # the stop tokens: each row's token at step j, none of them emitted by any row before step j
+    for j in range(2, 7):
+        stops = {x[j] for x in ids}
+        if not any(set(r[:j]) & stops for r in ids):
+            break
+    else:
+        pytest.fail("no clean stop step in the free run")
+    model.generation_config.eos_token_id = sorted(stops)
+    out, stats = generate_responses(model, tokenizer, prompts[:3], cfg, progress=False)
+    assert out == [tokenizer.decode(r[:j], skip_special_tokens=True) for r in ids]
+    assert stats.new_tokens == 3 * (j + 1)  # generation ended at the stop token of every row
 
 
 def test_decode_response_cuts_at_first_stop(tokenizer):

@@ -433,7 +433,8 @@ class _Head:
         model_type = getattr(model.config, "model_type", None)
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
         head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-        self.split = model_type in _PLAIN_HEAD_TYPES and decoder is not None and head is not None
+        self.split = (model_type in _PLAIN_HEAD_TYPES and decoder is not None
+                      and type(head) is torch.nn.Linear)  # not a wrapped (e.g. LoRA) head
         self.decoder = decoder
         self.head = head  # called as the module itself when already float32 (hooks see it)
         self.weight = self.bias = None
