@@ -132,10 +132,9 @@ def run_real(n_prompts: int = 32, max_new_tokens: int = 256) -> dict[str, Any]:
         max_new_tokens=max_new_tokens, engine="static", dtype="float32", batch_size=16), progress=False)
     _, f = gen.generate_responses(model, tokenizer, prompts, gen.GenerationConfig(
         max_new_tokens=max_new_tokens, dtype="float32"), progress=False)
-    del model
-    model = load_model(GGUF_ALIAS, dtype=gen.resolve_dtype("auto")).eval()
-    new, n = gen.generate_responses(model, tokenizer, prompts, gen.GenerationConfig(max_new_tokens=max_new_tokens),
-                                    progress=False)
+    # the weights `sftlab eval` loads with dtype auto (a bf16 cast of the same dequantised values)
+    new, n = gen.generate_responses(_as_dtype(model, "auto"), tokenizer, prompts,
+                                    gen.GenerationConfig(max_new_tokens=max_new_tokens), progress=False)
     del model
     res: dict[str, Any] = {
         "real_n_prompts": len(prompts),
