@@ -136,3 +136,19 @@ def test_missing_field_in_ifeval_data_names_line_and_field(cli, tiny_model_dir, 
     p = cli("eval", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "o"), "--ifeval-data", str(data))
     assert p.returncode == 2
     assert "in.jsonl:1: field 'instruction_id_list': missing field" in p.stderr
+
+
+def test_eval_settings_accept_dtype_and_auto_batch():
+    """`sftlab run`/`sweep` eval blocks take the generation dtype and `batch_size: auto`; the dtype
+    changes the responses, so it is part of the settings fingerprint."""
+    from sftlab.errors import ConfigError
+    from sftlab.sweep import EvalSettings
+
+    s = EvalSettings.from_dict({"dtype": "bf16", "batch_size": "auto"})
+    assert (s.dtype, s.batch_size) == ("bfloat16", None)
+    g = s.generation_config()
+    assert (g.dtype, g.batch_size) == ("bfloat16", None)
+    assert s.fingerprint()["dtype"] == "bfloat16" and EvalSettings.from_dict({}).fingerprint()["dtype"] == "auto"
+    assert EvalSettings.from_dict({"batch_size": 8}).generation_config().batch_size == 8
+    with pytest.raises(ConfigError, match=r"eval\.dtype"):
+        EvalSettings.from_dict({"dtype": "int8"})
