@@ -17,7 +17,7 @@ from sftlab.bench import PARTS, run_suite
 TINY = {
     "preprocess": {"n": 12},
     "loss": {"seq_len": 96, "vocab": 500, "hidden": 32, "reps": 1},
-    "generate": {"n_prompts": 2, "max_new_tokens": 3, "batch_size": 2},
+    "generate": {"n_prompts": 2, "max_new_tokens": 3, "batch_size": 2, "real_prompts": 2, "real_max_new_tokens": 3},
     "train": {"steps": 2, "max_length": 256,
               "shape": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
                         "num_attention_heads": 2, "num_key_value_heads": 1}},
@@ -62,6 +62,23 @@ def test_quick_suite_writes_valid_json(tmp_path, capsys):
     gen = data["generate"]
     assert _positive(gen["single_tok_per_s"]) and _positive(gen["batched_tok_per_s"])
     assert 0.0 <= gen["identical_share"] <= 1.0
+    assert _positive(gen["forced_tok_per_s"]) and gen["forced_dtype"] in ("float32", "bfloat16")
+    # the real workload (GGUF weights, IFEval prompts, useful tokens/s) beside the static fp32 baseline
+    if "real" in gen:
+        assert gen["real"].startswith("skipped")
+    else:
+        assert gen["real_n_prompts"] == 2 and gen["real_max_new_tokens"] == 3
+        for k in ("real_static_fp32_b16_tok_per_s", "real_continuous_fp32_tok_per_s", "real_default_tok_per_s"):
+            assert _positive(gen[k])
+        ratio = gen["real_default_tok_per_s"] / gen["real_static_fp32_b16_tok_per_s"]
+        assert math.isclose(gen["real_speedup_vs_static_fp32_b16"], ratio, rel_tol=0.02)
+        assert 0.0 <= gen["real_identical_share_default_vs_fp32"] <= 1.0
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            assert gen["real_llamacpp"].startswith("skipped")
+        else:
+            assert _positive(gen["real_llamacpp_tok_per_s"])
     printed = capsys.readouterr().out
     for part in ("machine", "preprocess", "loss", "generate"):
         assert f"== bench {part}" in printed

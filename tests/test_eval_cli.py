@@ -7,7 +7,7 @@ import json
 import pytest
 
 from sftlab.errors import SftlabError
-from sftlab.generate import GenerationConfig
+from sftlab.generate import GenerationConfig, resolve_dtype
 from sftlab.ifeval import evaluate
 
 RESULT_FIELDS = ["instruction_id_list", "prompt", "response", "follow_all_instructions", "follow_instruction_list"]
@@ -73,6 +73,10 @@ def test_generate_then_resume_and_settings_guard(cli, tiny_model_dir, ifeval_dir
     assert s["data"]["selection"] == {"sample": 3, "seed": 1}
     recs = _jsonl(out / "responses.jsonl")
     assert [set(r) for r in recs] == [{"key", "prompt", "response"}] * 3
+    # the dtype generation ran in (auto resolved) is recorded for the resume guard and the report
+    dtype = resolve_dtype("auto")
+    assert json.loads((out / "generation.json").read_text(encoding="utf-8"))["dtype"] == dtype
+    assert s["generation"]["dtype"] == s["generation"]["stats"]["dtype"] == dtype
     # drop one response and break the last line, as a killed run would leave it
     text = "".join(json.dumps(r) + "\n" for r in recs[:2])[:-10]
     (out / "responses.jsonl").write_text(text, encoding="utf-8")
@@ -87,6 +91,45 @@ def test_generate_then_resume_and_settings_guard(cli, tiny_model_dir, ifeval_dir
     with pytest.raises(SftlabError, match="max_new_tokens: 6 -> 7"):
         evaluate(str(tiny_model_dir), out, ifeval_data=data, sample=3, seed=1,
                  gen=GenerationConfig(max_new_tokens=7, batch_size=2), progress=False)
+    other = "float32" if dtype == "bfloat16" else "bfloat16"
+    with pytest.raises(SftlabError, match=f"dtype: '{dtype}' -> '{other}'"):
+        evaluate(str(tiny_model_dir), out, ifeval_data=data, sample=3, seed=1,
+                 gen=GenerationConfig(max_new_tokens=6, batch_size=2, dtype=other), progress=False)
+
+
+def test_killed_eval_resumes_without_regenerating(tiny_model_dir, ifeval_dir, tmp_path, monkeypatch):
+    """An evaluation interrupted right after its first responses were written (flushed and fsynced)
+    resumes: the rerun generates only the prompts that had no response, and scores all of them."""
+    import sftlab.generate as gen_mod
+
+    out, data = tmp_path / "ev", str(ifeval_dir / "input_data.jsonl")
+    gen = GenerationConfig(max_new_tokens=6, batch_size=2)
+    real_append, real_encode = gen_mod.append_responses, gen_mod.encode_prompt
+
+    def append_then_die(path, records):
+        real_append(path, records)
+        raise KeyboardInterrupt  # Ctrl-C (or a kill) just after the first responses are on disk
+
+    monkeypatch.setattr(gen_mod, "append_responses", append_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(str(tiny_model_dir), out, ifeval_data=data, limit=5, gen=gen, progress=False)
+    kept = {r["prompt"] for r in _jsonl(out / "responses.jsonl")}
+    assert 1 <= len(kept) < 5 and not (out / "summary.json").exists()
+
+    monkeypatch.setattr(gen_mod, "append_responses", real_append)
+    encoded: list[str] = []
+
+    def counting_encode(tok, prompt, system_prompt=None):
+        encoded.append(prompt)
+        return real_encode(tok, prompt, system_prompt)
+
+    monkeypatch.setattr(gen_mod, "encode_prompt", counting_encode)
+    s = evaluate(str(tiny_model_dir), out, ifeval_data=data, limit=5, gen=gen, progress=False)
+    stats = s["generation"]["stats"]
+    assert (stats["n_reused"], stats["n_generated"]) == (len(kept), 5 - len(kept))
+    assert encoded and not kept & set(encoded)  # nothing finished before the kill is generated again
+    recs = _jsonl(out / "responses.jsonl")
+    assert len(recs) == 5 and len({r["prompt"] for r in recs}) == 5 and s["counts"]["prompts"] == 5
 
 
 def test_missing_field_in_ifeval_data_names_line_and_field(cli, tiny_model_dir, tmp_path):
@@ -95,3 +138,19 @@ def test_missing_field_in_ifeval_data_names_line_and_field(cli, tiny_model_dir, 
     p = cli("eval", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "o"), "--ifeval-data", str(data))
     assert p.returncode == 2
     assert "in.jsonl:1: field 'instruction_id_list': missing field" in p.stderr
+
+
+def test_eval_settings_accept_dtype_and_auto_batch():
+    """`sftlab run`/`sweep` eval blocks take the generation dtype and `batch_size: auto`; the dtype
+    changes the responses, so it is part of the settings fingerprint."""
+    from sftlab.errors import ConfigError
+    from sftlab.sweep import EvalSettings
+
+    s = EvalSettings.from_dict({"dtype": "bf16", "batch_size": "auto"})
+    assert (s.dtype, s.batch_size) == ("bfloat16", None)
+    g = s.generation_config()
+    assert (g.dtype, g.batch_size) == ("bfloat16", None)
+    assert s.fingerprint()["dtype"] == "bfloat16" and EvalSettings.from_dict({}).fingerprint()["dtype"] == "auto"
+    assert EvalSettings.from_dict({"batch_size": 8}).generation_config().batch_size == 8
+    with pytest.raises(ConfigError, match=r"eval\.dtype"):
+        EvalSettings.from_dict({"dtype": "int8"})

@@ -54,11 +54,13 @@ def _reference_ids(model, tokenizer, prompts, n):
     return out
 
 
-@pytest.mark.parametrize("engine", ["static", "continuous"])
-def test_batched_generation_matches_one_by_one(chatty_model, tokenizer, prompts, engine):
-    """Batch 3 over 7 prompts of different lengths (left padding, a ragged last batch), and rows that
-    stop at different steps: a few tokens the model emits mid-answer are declared stop tokens, so
-    the continuous engine must drop rows, refill them, merge caches of different lengths and trim."""
+@pytest.mark.parametrize(("engine", "batch_size"), [("static", 3), ("continuous", 3), ("continuous", None)])
+def test_batched_generation_matches_one_by_one(chatty_model, tokenizer, prompts, engine, batch_size):
+    """The float32 path is exact: batch 3 over 7 prompts of different lengths (left padding, a ragged
+    last batch), and rows that stop at different steps: a few tokens the model emits mid-answer are
+    declared stop tokens, so the continuous engine must free slots, move the last live row into them,
+    prefill waiting prompts (in length buckets) into the free slots and keep per-row positions.
+    ``batch_size=None`` is the memory-aware default (all 7 at once here)."""
     n = 24
     ref_ids = _reference_ids(chatty_model, tokenizer, prompts, n)
     stops = sorted({ref_ids[i][3 + 5 * i] for i in range(3)})
@@ -67,14 +69,17 @@ def test_batched_generation_matches_one_by_one(chatty_model, tokenizer, prompts,
     saved = chatty_model.generation_config.eos_token_id
     chatty_model.generation_config.eos_token_id = stops
     try:
-        single = generate_responses(chatty_model, tokenizer, prompts,
-                                    GenerationConfig(max_new_tokens=n, batch_size=1, engine="static"), progress=False)
-        batched = generate_responses(chatty_model, tokenizer, prompts,
-                                     GenerationConfig(max_new_tokens=n, batch_size=3, engine=engine), progress=False)
+        single, _ = generate_responses(chatty_model, tokenizer, prompts,
+                                       GenerationConfig(max_new_tokens=n, batch_size=1, engine="static"),
+                                       progress=False)
+        batched, stats = generate_responses(chatty_model, tokenizer, prompts,
+                                            GenerationConfig(max_new_tokens=n, batch_size=batch_size, engine=engine,
+                                                             dtype="float32"), progress=False)
     finally:
         chatty_model.generation_config.eos_token_id = saved
     assert len(set(single)) == len(prompts), "outputs should differ per prompt, or this test proves nothing"
     assert batched == single
+    assert (stats.engine, stats.dtype, stats.batch_size) == (engine, "float32", batch_size or len(prompts))
     for text, ids, s in zip(single, ref_ids, stop_at, strict=True):  # cut right before the stop token
         assert text == tokenizer.decode(ids[:s] if s is not None else ids, skip_special_tokens=True)
 
@@ -87,31 +92,83 @@ def test_end_of_turn_detected_from_template(tokenizer):
     assert tokenizer.convert_tokens_to_ids("<|im_end|>") in ids and tokenizer.eos_token_id in ids
 
 
-def test_generation_stops_at_end_of_turn(chatty_model, tokenizer, prompts):
-    """Force <|im_end|> at decoding step 5 (via a hook on the logits): every response must be
-    exactly the 4 tokens before it, with the stop token and everything after it stripped."""
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    def run(n):
-        return generate_responses(chatty_model, tokenizer, prompts[:3], GenerationConfig(max_new_tokens=n, batch_size=3),
-                                  progress=False)
+def _force_token_at_step(model, token_id: int, step: int):
+    """Hooks that add a huge logit to ``token_id`` in the forward that emits new token number ``step``
+    (the prefill forwards, any number of them, emit token 1; each decoding forward one more).
+    Returns ``(handles, calls)``; ``calls["decode"]`` counts decoding forwards."""
+    calls = {"decode": 0, "is_decode": False}
 
-    first4, free8 = run(4), run(8)
-    calls = {"n": 0}
+    def see_input(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        calls["is_decode"] = ids is not None and ids.shape[1] == 1
+        if calls["is_decode"]:
+            calls["decode"] += 1
 
     def boost(module, inputs, output):
-        calls["n"] += 1
-        if calls["n"] == 5:  # call 1 is the prompt, so call 5 emits the 5th new token
-            output[:, -1, im_end] += 1e4
+        if calls["is_decode"] and calls["decode"] == step - 1:
+            output[:, -1, token_id] += 1e4
         return output
 
-    handle = chatty_model.lm_head.register_forward_hook(boost)
+    handles = [model.model.register_forward_pre_hook(see_input, with_kwargs=True),
+               model.lm_head.register_forward_hook(boost)]
+    return handles, calls
+
+
+def test_generation_stops_at_end_of_turn(chatty_model, tokenizer, prompts):
+    """Force <|im_end|> as the 5th new token (via a hook on the logits): every response must be
+    exactly the 4 tokens before it, with the stop token and everything after it stripped."""
+    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    def run(n):
+        return generate_responses(chatty_model, tokenizer, prompts[:3], GenerationConfig(max_new_tokens=n, batch_size=3),
+                                  progress=False)[0]
+
+    first4, free8 = run(4), run(8)
+    handles, calls = _force_token_at_step(chatty_model, im_end, 5)
     try:
         out = run(8)
     finally:
-        handle.remove()
-    assert calls["n"] == 5, "generation must end as soon as every row has emitted <|im_end|>"
+        for h in handles:
+            h.remove()
+    assert calls["decode"] == 4, "generation must end as soon as every row has emitted <|im_end|>"
     assert out == first4  # the 4 tokens before the stop, nothing of the stop token or after it
     assert all(a != b for a, b in zip(out, free8, strict=True))
+
+
+def test_bfloat16_path_runs_and_stops_at_end_of_turn(chatty_model, tokenizer, prompts, monkeypatch):
+    """The bf16 path (what ``dtype: auto`` picks on a CPU with bf16 instructions) runs end to end and
+    ends every response at its stop token: the token each row emits at some step of a free run is
+    declared a stop token, and the rerun must stop exactly there (5 tokens per row: 4 + the stop)."""
+    import copy
+
+    import sftlab.generate as gen_mod
+
+    model = copy.deepcopy(chatty_model).to(torch.bfloat16)
+    captured: dict[str, list[int]] = {}
+    real_decode = gen_mod.decode_response
+
+    def spy(tok, ids, stops):
+        text, n = real_decode(tok, ids, stops)
+        captured[text] = list(ids)
+        return text, n
+
+    monkeypatch.setattr(gen_mod, "decode_response", spy)
+    cfg = GenerationConfig(max_new_tokens=8, batch_size=2, dtype="bfloat16")  # 3 prompts: one refill
+    free, stats = generate_responses(model, tokenizer, prompts[:3], cfg, progress=False)
+    assert (stats.engine, stats.dtype) == ("continuous", "bfloat16")
+    assert len(set(free)) == 3, "outputs should differ per prompt, or this test proves nothing"
+    ids = [captured[t] for t in free]
+    # the stop tokens: each row's token at step j, none of them emitted by any row before step j
+    for j in range(2, 7):
+        stops = {x[j] for x in ids}
+        if not any(set(r[:j]) & stops for r in ids):
+            break
+    else:
+        pytest.fail("no clean stop step in the free run")
+    model.generation_config.eos_token_id = sorted(stops)
+    out, stats = generate_responses(model, tokenizer, prompts[:3], cfg, progress=False)
+    assert out == [tokenizer.decode(r[:j], skip_special_tokens=True) for r in ids]
+    assert stats.new_tokens == 3 * (j + 1)  # generation ended at the stop token of every row
 
 
 def test_decode_response_cuts_at_first_stop(tokenizer):
@@ -149,10 +206,10 @@ def test_resume_generates_only_missing_prompts(chatty_model, tokenizer, prompts,
 
     monkeypatch.setattr(gen_mod, "encode_prompt", counting_encode)
     cfg = GenerationConfig(max_new_tokens=6, batch_size=2)
-    got = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False,
-                             keys=[10, 11, 12, 13, 14])
+    got, stats = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False,
+                                    keys=[10, 11, 12, 13, 14])
     assert sorted(encoded) == sorted(prompts[2:5])  # the half-written one is regenerated, done ones are not
-    assert (gen_mod.last_stats.n_reused, gen_mod.last_stats.n_generated) == (2, 3)
+    assert (stats.n_reused, stats.n_generated) == (2, 3)
     assert got[:2] == ["SENTINEL-0", "SENTINEL-1"]
     records = read_responses_file(out)
     assert [r["prompt"] for r in records][:2] == prompts[:2]
@@ -161,8 +218,8 @@ def test_resume_generates_only_missing_prompts(chatty_model, tokenizer, prompts,
     assert out.read_text(encoding="utf-8").endswith("\n")
     # a second rerun has nothing left to do
     encoded.clear()
-    again = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False)
-    assert encoded == [] and again == got
+    again, stats = generate_responses(chatty_model, tokenizer, prompts[:5], cfg, out_path=out, progress=False)
+    assert encoded == [] and again == got and (stats.n_reused, stats.n_generated) == (5, 0)
 
 
 def test_damaged_middle_line_is_an_error(tmp_path):

@@ -136,7 +136,6 @@ def test_saved_model_loads_with_chat_template_and_stops_at_end_of_turn(tmp_path,
     with sftlab's generation, answers and stops right there (not at max_new_tokens)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import sftlab.generate
     from sftlab.generate import GenerationConfig, generate_responses, stop_token_ids
 
     question, answer = "Say the magic words.", "The magic words are please and thank you."
@@ -159,12 +158,12 @@ def test_saved_model_loads_with_chat_template_and_stops_at_end_of_turn(tmp_path,
     assert model.config.use_cache is True
 
     max_new = 40
-    got = generate_responses(model, tok, [question], GenerationConfig(max_new_tokens=max_new, batch_size=1),
-                             progress=False)
+    got, stats = generate_responses(model, tok, [question], GenerationConfig(max_new_tokens=max_new, batch_size=1),
+                                    progress=False)
     assert got == [answer]
     # It stopped at the end-of-turn token: the answer's tokens plus <|im_end|>, far below the limit.
     n_answer = len(tok(answer, add_special_tokens=False)["input_ids"])
-    assert sftlab.generate.last_stats.new_tokens == n_answer + 1 < max_new
+    assert stats.new_tokens == n_answer + 1 < max_new
 
 
 @pytest.mark.integration

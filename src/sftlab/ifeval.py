@@ -394,7 +394,7 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
     ``generation.json``, the settings the responses were made with, which a rerun must match).
     Returns the summary.
     """
-    from sftlab.generate import GenerationConfig, generate_responses
+    from sftlab.generate import GenerationConfig, generate_responses, resolve_dtype
     from sftlab.models import load_tokenizer, resolve_model
 
     gen = gen or GenerationConfig()
@@ -416,6 +416,7 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
         "system_prompt": gen.system_prompt,
         "max_new_tokens": gen.max_new_tokens,
         "decoding": "greedy",
+        "dtype": resolve_dtype(gen.dtype) if gen.backend == "hf" else gen.dtype,
     }
     _check_resume_settings(out, settings)
 
@@ -426,14 +427,14 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
     model = None  # a rerun with every response on disk only rescores: no need to load the weights
     if any(p not in have for p in prompts):
         if gen.backend == "vllm":
-            model = generate_mod.load_vllm_model(model_spec)
+            model = generate_mod.load_vllm_model(model_spec, dtype=gen.dtype)
         else:
             from sftlab.models import load_model
 
-            model = load_model(model_spec)
-    responses = generate_responses(model, tokenizer, prompts, gen, out_path=out / "responses.jsonl",
-                                   progress=progress, keys=[inp["key"] for inp in inputs])
-    gen_stats = generate_mod.last_stats.to_dict()
+            model = load_model(model_spec, dtype=settings["dtype"])
+    responses, stats = generate_responses(model, tokenizer, prompts, gen, out_path=out / "responses.jsonl",
+                                          progress=progress, keys=[inp["key"] for inp in inputs])
+    gen_stats = stats.to_dict()
     t1 = time.perf_counter()
     results = score_responses(inputs, dict(zip(prompts, responses, strict=True)))
     extra = {
@@ -443,7 +444,7 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
                            seed=seed if sample is not None else None),
         "generation": {**gen.to_dict(), "chat_template": settings["chat_template"],
                        "chat_template_hash": settings["chat_template_hash"], "decoding": "greedy",
-                       "stats": gen_stats},
+                       "dtype": settings["dtype"], "stats": gen_stats},
         "scorer": _scorer_info(),
         "scoring_seconds": round(time.perf_counter() - t1, 2),
         "wall_seconds": round(time.perf_counter() - t0, 2),
@@ -462,6 +463,7 @@ def _check_resume_settings(out: Path, settings: dict) -> None:
         except (OSError, json.JSONDecodeError):
             old = None
         if isinstance(old, dict):
+            old.setdefault("dtype", "float32")  # written before generation had a dtype setting
             changed = [k for k in settings if old.get(k) != settings[k]]
             if changed:
                 diffs = ", ".join(f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in changed)

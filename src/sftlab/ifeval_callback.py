@@ -52,7 +52,9 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
     from sftlab.generate import GenerationConfig, generate_responses
 
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
-    return generate_responses(model=model, tokenizer=tokenizer, prompts=prompts, cfg=gen_cfg, progress=False)
+    responses, _stats = generate_responses(model=model, tokenizer=tokenizer, prompts=prompts, cfg=gen_cfg,
+                                           progress=False)
+    return responses
 
 
 class IFEvalCallback(TrainerCallback):

@@ -29,7 +29,8 @@ from sftlab.errors import ConfigError, SftlabError, suggest
 from sftlab.layout import EvalDir, TrainDir
 from sftlab.utils import atomic_write_json, atomic_write_text, log, read_json
 
-EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "max_new_tokens", "batch_size", "system_prompt", "backend")
+EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "max_new_tokens", "batch_size", "system_prompt", "backend",
+             "dtype")
 DEFAULT_IFEVAL_DATA = "google/IFEval"
 
 # --------------------------------------------------------------------------------------------
@@ -136,9 +137,10 @@ class EvalSettings:
     sample: int | None = None
     seed: int = 0
     max_new_tokens: int = 1024
-    batch_size: int = 16
+    batch_size: int | None = None  # None: the generation engine's memory-aware default
     system_prompt: str | None = None
     backend: str = "hf"
+    dtype: str = "auto"  # auto (bf16 where the hardware has it), float32 (exact) or bfloat16
     extra: dict[str, Any] = field(default_factory=dict)  # other GenerationConfig fields (e.g. engine)
 
     @classmethod
@@ -159,19 +161,28 @@ class EvalSettings:
     def validate(self, where: str = "eval") -> None:
         if self.limit is not None and self.sample is not None:
             raise ConfigError(f"{where}: give either 'limit' or 'sample', not both")
+        if self.batch_size == "auto":
+            self.batch_size = None
         for name in ("limit", "sample", "max_new_tokens", "batch_size"):
             v = getattr(self, name)
-            if v is None and name in ("limit", "sample"):
+            if v is None and name in ("limit", "sample", "batch_size"):
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{where}.{name} must be a positive integer, got {v!r}")
+        from sftlab.generate import normalize_dtype
+
+        try:
+            self.dtype = normalize_dtype(self.dtype)
+        except SftlabError as e:
+            raise ConfigError(f"{where}.dtype: {e}") from None
         self.ifeval_data = str(self.ifeval_data)
 
     def generation_config(self):
         from sftlab.generate import GenerationConfig
 
         return GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                                system_prompt=self.system_prompt, backend=self.backend, **self.extra)
+                                system_prompt=self.system_prompt, backend=self.backend, dtype=self.dtype,
+                                **self.extra)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -25,7 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sel.add_argument("--sample", type=int, metavar="N", help="evaluate N prompts drawn at random (see --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="response length cap in tokens (default 1024)")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts generated together (default 16)")
+    p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
+                   help="prompts generated together (default auto: up to 64 rows for the continuous engine, "
+                        "fewer when their KV cache would take over a quarter of the available memory; 16 for static)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "fp32", "bf16"),
+                   help="weights and activations while generating: auto (default: bfloat16 on a CPU with native "
+                        "bf16 instructions or a GPU that supports it, else float32), float32 (the exact path) or "
+                        "bfloat16; recorded in generation.json and the summary")
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                    help="hf (transformers, CPU or GPU) or vllm (needs vLLM and a CUDA GPU)")
     p.add_argument("--engine", choices=("auto", "continuous", "static"), default="auto",
@@ -36,6 +42,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chat-template", metavar="NAME|FILE", default=None,
                    help="chat template: 'chatml', a .jinja file, or the tokenizer's own (default)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _batch_size(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         from sftlab.generate import GenerationConfig
 
         gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-                               system_prompt=args.system_prompt, backend=args.backend, engine=args.engine)
+                               system_prompt=args.system_prompt, backend=args.backend, engine=args.engine,
+                               dtype=args.dtype)
         summary = evaluate(args.model, args.output_dir, ifeval_data=args.ifeval_data, limit=args.limit,
                            sample=args.sample, seed=args.seed, gen=gen, chat_template=args.chat_template,
                            progress=not args.no_progress)
