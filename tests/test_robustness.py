@@ -675,8 +675,6 @@ def file_writes(source: str) -> list[tuple[str, str, int]]:
 
 #: Writes that are not atomic by design, with the reason. (module, function, kind)
 ALLOWED_WRITES = {
-    ("generate.py", "append_responses", "open:a"): "responses.jsonl is append-only, flushed and fsynced per "
-                                                   "batch; a torn last line is dropped on resume",
     ("generate.py", "read_responses_file", "open:r+b"): "cuts a torn last line off responses.jsonl",
     ("gpucheck.py", "_run", "open:w"): "a subprocess's log, streamed as it runs; only a person reads it",
     ("checkpoints.py", "output_dir_lock", "open:w"): "an empty lock file for flock; nothing reads its content",
