@@ -5,18 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sftlab.cli.preprocess import positive_int
+
 HELP = ("Add verifiable instructions (IFEval's types) to conversations and make the replies satisfy them; "
         "every example is checked by the IFEval scorer before it is written.")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def _fraction(text: str) -> float:
@@ -47,11 +39,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="augmented conversations, one JSON object per line; statistics go to FILE.stats.json")
     p.add_argument("--conversation-field", default="conversations", metavar="FIELD",
                    help="record field holding the turns (default: conversations; falls back to messages)")
-    p.add_argument("--max-samples", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
                    help="read the first N usable conversations (a random N with --sample-seed)")
     p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
                    help="draw --max-samples at random with this seed instead of taking the first N")
-    p.add_argument("--max-rounds", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--max-rounds", type=positive_int, default=None, metavar="N",
                    help="keep the first N user->assistant rounds of each conversation (the last one is augmented)")
     p.add_argument("--seed", type=int, default=0, help="seed for choosing types, parameters and wording (default 0)")
     p.add_argument("--types", type=_names, default=None, metavar="T,...",

@@ -8,7 +8,8 @@ import sys
 HELP = "Normalise and loss-mask conversations into a cached Arrow dataset; print and write statistics."
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type of every count option of the data commands (preprocess, inspect, augment)."""
     try:
         v = int(text)
     except ValueError:
@@ -43,12 +44,12 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-train-on-role-header", dest="train_on_role_header", action="store_false",
                    help="leave what the template puts before a trained message's content out of the loss "
                         "(ChatML: <|im_start|>assistant and its newline)")
-    p.add_argument("--max-length", type=_positive_int, default=2048, metavar="N",
+    p.add_argument("--max-length", type=positive_int, default=2048, metavar="N",
                    help="truncate sequences to N tokens after masking (default 2048)")
     p.add_argument("--truncation", choices=("right", "left", "drop"), default="right",
                    help="keep the first (right, default) or the last (left) max-length tokens, or drop (and "
                         "count) conversations longer than max-length")
-    p.add_argument("--max-rounds", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--max-rounds", type=positive_int, default=None, metavar="N",
                    help="keep the first N user->assistant rounds of each conversation")
     p.add_argument("--strict", action="store_true", help="make any skipped record or unknown role an error")
 
@@ -79,13 +80,13 @@ def data_value(values: list[str]):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
-    p.add_argument("--max-samples", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
                    help="keep N conversations: the first N, or a random N with --sample-seed "
                         "(with several --data: the size cap of the mix)")
     p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
                    help="draw --max-samples at random with this seed instead of taking the first N "
                         "(with several --data: the seed of the mix)")
-    p.add_argument("--num-proc", type=_positive_int, default=2, metavar="N", help="worker processes (default 2)")
+    p.add_argument("--num-proc", type=positive_int, default=2, metavar="N", help="worker processes (default 2)")
     p.add_argument("--output-dir", required=True, metavar="DIR",
                    help="where the feature cache (DIR/cache/<key>/) and stats.json go")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
