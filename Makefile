@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export NLTK_DATA ?= $(abspath ../shared/nltk_data)
 
-.PHONY: setup test test-fast demo lint bench gpu-check
+.PHONY: setup test test-fast demo demo-second-set lint bench gpu-check
 
 setup:
 	@bash scripts/setup.sh
@@ -16,6 +16,16 @@ test-fast: setup
 
 demo: setup
 	.venv/bin/sftlab run configs/cpu-demo.yaml
+
+# After `make demo`: both demo models on the next 100 seeded IFEval prompts (disjoint from demo's), then compared.
+demo-second-set: setup
+	.venv/bin/sftlab eval --model smollm2-135m-instruct-gguf --output-dir runs/cpu-demo/second_set/baseline_eval \
+		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset 100 --max-new-tokens 512
+	.venv/bin/sftlab eval --model runs/cpu-demo/train --output-dir runs/cpu-demo/second_set/finetuned_eval \
+		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset 100 --max-new-tokens 512
+	.venv/bin/sftlab compare --baseline runs/cpu-demo/second_set/baseline_eval \
+		--finetuned runs/cpu-demo/second_set/finetuned_eval --train-dir runs/cpu-demo/train \
+		--json runs/cpu-demo/second_set/compare.json
 
 lint: setup
 	.venv/bin/ruff check src tests

@@ -154,3 +154,97 @@ def test_eval_settings_accept_dtype_and_auto_batch():
     assert EvalSettings.from_dict({"batch_size": 8}).generation_config().batch_size == 8
     with pytest.raises(ConfigError, match=r"eval\.dtype"):
         EvalSettings.from_dict({"dtype": "int8"})
+
+
+# --------------------------------------------------------------------------- --sample-offset (issue #12)
+
+
+def _one_line_error(capsys, argv):
+    from sftlab.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err
+    return err
+
+
+def test_sample_offset_errors_exit_2_before_any_work(capsys, ifeval_dir, tmp_path):
+    data, out = str(ifeval_dir / "input_data.jsonl"), tmp_path / "o"
+    base = ["eval", "--model", "never-loaded", "--output-dir", str(out), "--ifeval-data", data]
+    err = _one_line_error(capsys, [*base, "--sample", "100", "--sample-offset", "442"])
+    assert "--sample 100 --sample-offset 442 needs 542 prompts, but the IFEval inputs hold only 541" in err
+    assert "--sample-offset 100 needs --sample" in _one_line_error(capsys, [*base, "--sample-offset", "100"])
+    assert "at least 0, got -3" in _one_line_error(capsys, [*base, "--sample", "5", "--sample-offset", "-3"])
+    resp = tmp_path / "resp.jsonl"
+    resp.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n", encoding="utf-8")
+    err = _one_line_error(capsys, ["eval", "--responses", str(resp), "--output-dir", str(out), "--ifeval-data", data,
+                                   "--sample-offset", "100"])
+    assert "--sample-offset only apply when generating" in err
+    assert not out.exists()
+
+
+def test_sample_offset_is_recorded_and_guards_resume(tiny_model_dir, ifeval_dir, tmp_path):
+    from sftlab.ifeval import load_ifeval_inputs, select_inputs
+
+    out, data = tmp_path / "second", str(ifeval_dir / "input_data.jsonl")
+    gen = GenerationConfig(max_new_tokens=4, batch_size=2)
+    s = evaluate(str(tiny_model_dir), out, ifeval_data=data, sample=2, seed=1, sample_offset=2, gen=gen,
+                 progress=False)
+    assert s["data"]["selection"] == {"sample": 2, "seed": 1, "sample_offset": 2}
+    assert json.loads((out / "generation.json").read_text(encoding="utf-8"))["sample_offset"] == 2
+    inputs = load_ifeval_inputs(data)
+    first = {i["prompt"] for i in select_inputs(inputs, sample=2, seed=1)}
+    second = {r["prompt"] for r in _jsonl(out / "responses.jsonl")}
+    assert second == {i["prompt"] for i in select_inputs(inputs, sample=2, seed=1, sample_offset=2)}
+    assert len(second) == 2 and not first & second
+    with pytest.raises(SftlabError, match="sample_offset: 2 -> 0"):
+        evaluate(str(tiny_model_dir), out, ifeval_data=data, sample=2, seed=1, gen=gen, progress=False)
+    assert {r["prompt"] for r in _jsonl(out / "responses.jsonl")} == second  # nothing mixed in
+
+
+def test_resume_guard_reads_a_record_without_sample_offset_as_offset_0(tmp_path):
+    """generation.json written before --sample-offset existed: resuming it unchanged still works."""
+    from sftlab.ifeval import _check_resume_settings
+
+    old = {"model": "m", "max_new_tokens": 6, "dtype": "float32"}
+    (tmp_path / "generation.json").write_text(json.dumps(old), encoding="utf-8")
+    (tmp_path / "responses.jsonl").write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n", encoding="utf-8")
+    _check_resume_settings(tmp_path, {**old, "sample_offset": 0})
+    (tmp_path / "generation.json").write_text(json.dumps(old), encoding="utf-8")
+    with pytest.raises(SftlabError, match="sample_offset: 0 -> 100"):
+        _check_resume_settings(tmp_path, {**old, "sample_offset": 100})
+
+
+def test_eval_settings_sample_offset_and_records_made_before_it(tmp_path, monkeypatch):
+    import sftlab.ifeval
+    from sftlab.errors import ConfigError
+    from sftlab.stages import EvalSettings, guard_settings, run_eval
+    from sftlab.sweep import _manifest_identity
+
+    s = EvalSettings.from_dict({"sample": 100, "seed": 0, "sample_offset": 100})
+    assert s.to_dict()["sample_offset"] == 100 and s.fingerprint()["sample_offset"] == 100
+    default = EvalSettings.from_dict({"sample": 100, "seed": 0, "max_new_tokens": 512})
+    assert default.sample_offset == 0 and "sample_offset" not in default.to_dict()
+    for bad, msg in ((-1, r"eval\.sample_offset must be a non-negative integer"),
+                     (True, r"eval\.sample_offset must be a non-negative integer"),
+                     ("2", r"eval\.sample_offset must be a non-negative integer")):
+        with pytest.raises(ConfigError, match=msg):
+            EvalSettings.from_dict({"sample": 100, "sample_offset": bad})
+    with pytest.raises(ConfigError, match="'sample_offset' needs 'sample'"):
+        EvalSettings.from_dict({"limit": 10, "sample_offset": 10})
+    # an eval block recorded before the key existed (run_config.yaml, sweep.json) matches the default
+    old_block = {"ifeval_data": "google/IFEval", "limit": None, "sample": 100, "seed": 0, "max_new_tokens": 512,
+                 "batch_size": None, "system_prompt": None, "backend": "hf", "dtype": "auto"}
+    record = tmp_path / "run_config.yaml"
+    guard_settings(record, {"model": "m", "eval": old_block}, what="an experiment")
+    assert guard_settings(record, {"model": "m", "eval": default.to_dict()}, what="an experiment") is not None
+    second = EvalSettings.from_dict({**old_block, "sample_offset": 100})
+    with pytest.raises(ConfigError, match=r"eval\.sample_offset \(None -> 100\)"):
+        guard_settings(record, {"model": "m", "eval": second.to_dict()}, what="an experiment")
+    assert _manifest_identity({"eval": old_block}) == _manifest_identity({"eval": default.to_dict()})
+    assert _manifest_identity({"eval": old_block}) != _manifest_identity({"eval": second.to_dict()})
+    # run and sweep stages hand the offset to the evaluation
+    seen = {}
+    monkeypatch.setattr(sftlab.ifeval, "evaluate", lambda model, out, **kw: seen.update(kw) or {})
+    run_eval("m", tmp_path / "ev", second)
+    assert (seen["sample"], seen["seed"], seen["sample_offset"]) == (100, 0, 100)

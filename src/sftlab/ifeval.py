@@ -191,21 +191,70 @@ def _validate_input(spec: str, lineno: int, rec: Any, registry: dict[str, Any]) 
 
 
 def select_inputs(inputs: list[dict], *, limit: int | None = None, sample: int | None = None,
-                  seed: int = 0) -> list[dict]:
-    """The first ``limit`` inputs, or ``sample`` drawn at random with ``seed`` (kept in data order)."""
+                  seed: int = 0, sample_offset: int = 0) -> list[dict]:
+    """The first ``limit`` inputs, or ``sample`` of them drawn at random with ``seed`` (kept in data order).
+
+    ``sample_offset`` K takes draws K..K+sample-1 of the same seeded order instead of the first
+    ``sample``: a second set disjoint from the first when K >= sample (see :func:`sample_order`).
+    """
     if limit is not None and sample is not None:
         raise SftlabError("give either --limit or --sample, not both")
     n = limit if limit is not None else sample
     if n is not None and n < 1:
         raise SftlabError(f"--limit/--sample must be at least 1, got {n}")
+    if sample_offset < 0:
+        raise SftlabError(f"--sample-offset must be at least 0, got {sample_offset}")
+    if sample_offset and sample is None:
+        raise SftlabError(f"--sample-offset {sample_offset} needs --sample N (it skips seeded draws)")
     if limit is not None:
         return inputs[:limit]
     if sample is not None:
-        if sample >= len(inputs):
+        if sample_offset and sample_offset + sample > len(inputs):
+            raise SftlabError(f"--sample {sample} --sample-offset {sample_offset} needs {sample_offset + sample} "
+                              f"prompts, but the IFEval inputs hold only {len(inputs)}")
+        if sample >= len(inputs):  # offset 0: everything, as before offsets existed
             return list(inputs)
-        picked = sorted(random.Random(seed).sample(range(len(inputs)), sample))
+        picked = sorted(sample_order(len(inputs), sample, seed, sample_offset))
         return [inputs[i] for i in picked]
     return list(inputs)
+
+
+def sample_order(n: int, k: int, seed: int, offset: int = 0) -> list[int]:
+    """Draws ``offset .. offset+k-1`` (indices below ``n``) of the order ``random.Random(seed).sample`` draws k in.
+
+    Why not ``sample(range(n), offset + k)[offset:]``: ``random.sample`` draws from a shrinking pool
+    or redraws repeats into a set, chosen by k against n, so a longer sample need not extend a
+    shorter one. Continuing with the method that drew the first k keeps offset 0 exactly the old
+    selection and the windows of one k disjoint.
+    """
+    first = random.Random(seed).sample(range(n), k)
+    if offset == 0:
+        return first
+    for pool in (True, False):
+        draws = _draw_distinct(n, offset + k, seed, pool=pool)
+        if draws[:k] == first:
+            return draws[offset:]
+    raise RuntimeError(f"random.sample(range({n}), {k}) draws neither from a pool nor a set")  # a bug: traceback
+
+
+def _draw_distinct(n: int, count: int, seed: int, *, pool: bool) -> list[int]:
+    """``count`` distinct indices below ``n``, drawn exactly as ``random.sample`` draws by either method."""
+    rng = random.Random(seed)
+    out: list[int] = []
+    if pool:
+        left = list(range(n))
+        for i in range(count):
+            j = rng.randrange(n - i)  # randrange(m) is random.sample's _randbelow(m): the same draws
+            out.append(left[j])
+            left[j] = left[n - i - 1]
+        return out
+    seen: set[int] = set()
+    while len(out) < count:
+        j = rng.randrange(n)
+        if j not in seen:
+            seen.add(j)
+            out.append(j)
+    return out
 
 
 def read_responses_for_scoring(path: str | Path, inputs: list[dict]) -> dict[str, str]:
@@ -386,8 +435,8 @@ def score_file(responses_path: str | Path, output_dir: str | Path, *, ifeval_dat
 
 
 def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, limit: int | None = None,
-             sample: int | None = None, seed: int = 0, gen=None, chat_template: str | None = None,
-             progress: bool = True) -> dict:
+             sample: int | None = None, seed: int = 0, sample_offset: int = 0, gen=None,
+             chat_template: str | None = None, progress: bool = True) -> dict:
     """Generate responses with ``model_spec`` and score them; resumable in ``output_dir``.
 
     Writes ``responses.jsonl``, ``eval_results_{strict,loose}.jsonl``, ``summary.json`` (and
@@ -401,7 +450,7 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
     ensure_punkt()  # fail now, not after an hour of generation
     t0 = time.perf_counter()
     all_inputs = load_ifeval_inputs(ifeval_data)
-    inputs = select_inputs(all_inputs, limit=limit, sample=sample, seed=seed)
+    inputs = select_inputs(all_inputs, limit=limit, sample=sample, seed=seed, sample_offset=sample_offset)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -417,6 +466,7 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
         "max_new_tokens": gen.max_new_tokens,
         "decoding": "greedy",
         "dtype": resolve_dtype(gen.dtype) if gen.backend == "hf" else gen.dtype,
+        "sample_offset": sample_offset,  # another offset is another prompt set: never one dir for two
     }
     _check_resume_settings(out, settings)
 
@@ -440,8 +490,9 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
     extra = {
         "mode": "generate+score",
         "model": {"spec": model_spec, "path": settings["model_path"], "gguf_file": src.gguf_file},
+        # sample_offset 0 is left out, so a first set's record reads as it did before offsets existed
         "data": _data_info(ifeval_data, inputs, len(all_inputs), limit=limit, sample=sample,
-                           seed=seed if sample is not None else None),
+                           seed=seed if sample is not None else None, sample_offset=sample_offset or None),
         "generation": {**gen.to_dict(), "chat_template": settings["chat_template"],
                        "chat_template_hash": settings["chat_template_hash"], "decoding": "greedy",
                        "dtype": settings["dtype"], "stats": gen_stats},
@@ -464,6 +515,7 @@ def _check_resume_settings(out: Path, settings: dict) -> None:
             old = None
         if isinstance(old, dict):
             old.setdefault("dtype", "float32")  # written before generation had a dtype setting
+            old.setdefault("sample_offset", 0)  # written before --sample-offset existed
             changed = [k for k in settings if old.get(k) != settings[k]]
             if changed:
                 diffs = ", ".join(f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in changed)

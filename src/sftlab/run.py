@@ -16,7 +16,7 @@ a message; a half-done stage resumes (training from its last checkpoint, evaluat
 ``responses.jsonl``). Changing the config under an existing ``output_dir`` is refused, so one
 directory never mixes two experiments.
 
-The ``eval:`` block carries ``ifeval_data``, ``limit`` or ``sample`` (+ ``seed``),
+The ``eval:`` block carries ``ifeval_data``, ``limit`` or ``sample`` (+ ``seed``, ``sample_offset``),
 ``max_new_tokens``, ``batch_size``, and optionally ``system_prompt`` and ``backend``.
 """
 

@@ -29,8 +29,8 @@ from sftlab.errors import ConfigError, SftlabError, suggest
 from sftlab.layout import EvalDir, TrainDir
 from sftlab.utils import atomic_write_json, atomic_write_text, log, read_json
 
-EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "max_new_tokens", "batch_size", "system_prompt", "backend",
-             "dtype")
+EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "sample_offset", "max_new_tokens", "batch_size",
+             "system_prompt", "backend", "dtype")
 DEFAULT_IFEVAL_DATA = "google/IFEval"
 
 # --------------------------------------------------------------------------------------------
@@ -136,6 +136,7 @@ class EvalSettings:
     limit: int | None = None
     sample: int | None = None
     seed: int = 0
+    sample_offset: int = 0  # skip this many seeded draws: a second, disjoint set of `sample` prompts
     max_new_tokens: int = 1024
     batch_size: int | None = None  # None: the generation engine's memory-aware default
     system_prompt: str | None = None
@@ -169,6 +170,13 @@ class EvalSettings:
                 continue
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ConfigError(f"{where}.{name} must be a positive integer, got {v!r}")
+        if self.sample_offset is None:  # `sample_offset: null` means the default, as elsewhere in a record
+            self.sample_offset = 0
+        off = self.sample_offset
+        if not isinstance(off, int) or isinstance(off, bool) or off < 0:
+            raise ConfigError(f"{where}.sample_offset must be a non-negative integer, got {off!r}")
+        if off and self.sample is None:
+            raise ConfigError(f"{where}: 'sample_offset' needs 'sample' (it skips that many seeded draws)")
         from sftlab.generate import normalize_dtype
 
         try:
@@ -185,8 +193,11 @@ class EvalSettings:
                                 **self.extra)
 
     def to_dict(self) -> dict[str, Any]:
+        """The block as recorded; ``sample_offset`` 0 is left out so records from before it still match."""
         d = asdict(self)
         d.update(d.pop("extra"))
+        if not d["sample_offset"]:
+            d.pop("sample_offset")
         return d
 
     def fingerprint(self) -> dict[str, Any]:
@@ -228,7 +239,8 @@ def run_eval(model: str, eval_dir: Path, settings: EvalSettings, *, chat_templat
         log(f"sftlab: {label}: evaluating {model} on IFEval")
     t0 = time.time()
     res = evaluate(model, ed.root, ifeval_data=settings.ifeval_data, limit=settings.limit, sample=settings.sample,
-                   seed=settings.seed, gen=settings.generation_config(), chat_template=chat_template)
+                   seed=settings.seed, sample_offset=settings.sample_offset, gen=settings.generation_config(),
+                   chat_template=chat_template)
     log(f"sftlab: {label}: evaluation took {time.time() - t0:.1f} s")
     _free_memory()
     return res

@@ -24,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sel.add_argument("--limit", type=int, metavar="N", help="evaluate the first N prompts only")
     sel.add_argument("--sample", type=int, metavar="N", help="evaluate N prompts drawn at random (see --seed)")
     p.add_argument("--seed", type=int, default=0, help="seed for --sample (default 0)")
+    p.add_argument("--sample-offset", type=int, default=0, metavar="K",
+                   help="with --sample N: take draws K..K+N-1 of the seeded order instead of the first N; "
+                        "--sample-offset N gives a second set disjoint from the first (default 0)")
     p.add_argument("--max-new-tokens", type=int, default=1024, help="response length cap in tokens (default 1024)")
     p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
                    help="prompts generated together (default auto: up to 64 rows for the continuous engine, "
@@ -60,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if args.responses:
         gen_only = [f"--{n.replace('_', '-')}" for n in ("limit", "sample", "system_prompt", "chat_template")
                     if getattr(args, n) is not None]
+        if args.sample_offset:
+            gen_only.append("--sample-offset")
         if gen_only:
             raise SftlabError(f"{', '.join(gen_only)} only apply when generating (--model), not with --responses")
         summary = score_file(args.responses, args.output_dir, ifeval_data=args.ifeval_data)
@@ -70,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
                                system_prompt=args.system_prompt, backend=args.backend, engine=args.engine,
                                dtype=args.dtype)
         summary = evaluate(args.model, args.output_dir, ifeval_data=args.ifeval_data, limit=args.limit,
-                           sample=args.sample, seed=args.seed, gen=gen, chat_template=args.chat_template,
-                           progress=not args.no_progress)
+                           sample=args.sample, seed=args.seed, sample_offset=args.sample_offset, gen=gen,
+                           chat_template=args.chat_template, progress=not args.no_progress)
     print(format_table(summary))
     stats = (summary.get("generation") or {}).get("stats")
     if stats:
