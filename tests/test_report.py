@@ -1,4 +1,4 @@
-"""``sftlab report``: the 8 sections filled from measured data, real PNGs, rendering in headless Chromium.
+"""``sftlab report``: the 9 sections filled from measured data, real PNGs, rendering in headless Chromium.
 
 The report of the tiny sweep (built once, see test_sweep.ensure_sweep) is checked as written; a
 second report pairs a real training run with IFEval verdicts that differ (GPT-4's released
@@ -50,7 +50,7 @@ def sections_of(md: str) -> dict[str, str]:
 
 
 @pytest.mark.integration
-def test_report_has_the_eight_sections_filled_from_the_runs(sweep_report):
+def test_report_has_the_nine_sections_filled_from_the_runs(sweep_report):
     import torch
     import transformers
 
@@ -84,20 +84,26 @@ def test_report_has_the_eight_sections_filled_from_the_runs(sweep_report):
     assert "| learning rate | 0.001 | 0.003 |" in train and "| effective batch | 4 | 4 |" in train
     assert "| gradient accumulation | 2 | 2 |" in train
 
-    loss = secs["4. Loss curves"]
+    data_sec = secs["4. Data"]
+    st = json.loads((sweep / "runs" / runs[0] / "train" / "stats.json").read_text())
+    assert f"| records read | {st['records_read']} |" in data_sec and f"| kept | {st['kept']} |" in data_sec
+    assert "All 2 runs trained on the same data" in data_sec
+    assert "The training data holds no added IFEval-style constraints" in data_sec
+
+    loss = secs["5. Loss curves"]
     for name in runs:
         assert f"](loss_{name}.png)" in loss
     assert "](loss_all_runs.png)" in loss
 
     base = json.loads((sweep / "baseline_eval" / "summary.json").read_text())
-    cmp_ = secs["5. Baseline vs fine-tuned"]
+    cmp_ = secs["6. Baseline vs fine-tuned"]
     assert f"| prompt strict | {100 * base['prompt_level_strict_acc']:.1f} |" in cmp_
     for c in data["comparisons"]:
         ft = json.loads((sweep / "runs" / c["run"] / "eval" / "summary.json").read_text())
         assert c["figures"]["inst_level_loose_acc"] == pytest.approx(ft["inst_level_loose_acc"])
         assert c["delta_prompt_strict"] == pytest.approx(ft["prompt_level_strict_acc"] - base["prompt_level_strict_acc"])
 
-    per = secs["6. Per-instruction results"]
+    per = secs["7. Per-instruction results"]
     inputs = [json.loads(line) for line in open(Path(base["data"]["source"]))][:4]
     for iid in {i for inp in inputs for i in inp["instruction_id_list"]}:
         assert f"`{iid}`" in per
@@ -109,8 +115,8 @@ def test_report_has_the_eight_sections_filled_from_the_runs(sweep_report):
         d = after[iid] - before[iid]
         assert (f"`{iid}`" in improved) == (d > 0) and (f"`{iid}`" in regressed) == (d < 0), (iid, d)
 
-    assert secs["7. Example outputs"].strip()
-    analysis = secs["8. Hyperparameters and analysis"]
+    assert secs["8. Example outputs"].strip()
+    analysis = secs["9. Hyperparameters and analysis"]
     rows = list(csv.DictReader(open(sweep / "results.csv", encoding="utf-8")))
     assert f"Best run by prompt-level strict accuracy: **{best}**" in analysis
     assert best == next(r["run"] for r in rows if r["best"] == "True")
@@ -159,7 +165,7 @@ def test_report_html_renders_in_headless_chromium(sweep_report, tmp_path):
     assert dom.returncode == 0, dom.stderr[-2000:]
     n_images = len(json.loads((sweep_report / "report.json").read_text())["images"])
     assert dom.stdout.count('<img src="data:image/png;base64,') == n_images
-    assert dom.stdout.count("<h2>") == 8 and "4. Loss curves" in dom.stdout
+    assert dom.stdout.count("<h2>") == 9 and "5. Loss curves" in dom.stdout
 
     shot = tmp_path / "shot.png"
     proc = _chromium([f"--screenshot={shot}", "--window-size=1200,6000", "--hide-scrollbars", url],
@@ -228,21 +234,21 @@ def test_report_calls_out_improvements_regressions_and_examples(tmp_path, tmp_pa
               if b["follow_all_instructions"] and not f["follow_all_instructions"]]
     assert regress in losses
     assert len(data["examples"]["regression"]) == 1 and data["examples"]["regression"][0] in {keys[p] for p in losses}
-    ex = secs["7. Example outputs"]
+    ex = secs["8. Example outputs"]
     assert ex.count("**Example ") == min(3, len(wins)) and "**Regression** (IFEval key" in ex
     assert "✓ `" in ex and "✗ `" in ex
 
-    # Section 5: the deltas follow from the verdict files.
+    # Section 6: the deltas follow from the verdict files.
     b_acc = sum(r["follow_all_instructions"] for r in base["strict"]) / len(inputs)
     f_acc = sum(r["follow_all_instructions"] for r in ft["strict"]) / len(inputs)
-    assert f"{100 * (f_acc - b_acc):+.1f}" in secs["5. Baseline vs fine-tuned"]
-    # Section 6: every instruction id whose strict accuracy rose is listed as improved, first.
-    per = secs["6. Per-instruction results"]
+    assert f"{100 * (f_acc - b_acc):+.1f}" in secs["6. Baseline vs fine-tuned"]
+    # Section 7: every instruction id whose strict accuracy rose is listed as improved, first.
+    per = secs["7. Per-instruction results"]
     improved_line = next(line for line in per.splitlines() if line.startswith("- **Improved**"))
     improved = [r["id"] for r in data["per_instruction"] if not r["id"].endswith(":*") and r["d_strict"] > 0]
     assert improved and all(f"`{i}`" in improved_line for i in improved)
-    # Section 8: one run, so no hyperparameter claim.
-    assert "Only one configuration was trained" in secs["8. Hyperparameters and analysis"]
+    # Section 9: one run, so no hyperparameter claim.
+    assert "Only one configuration was trained" in secs["9. Hyperparameters and analysis"]
 
 
 @pytest.mark.integration
@@ -312,7 +318,7 @@ def test_report_names_what_improved_and_what_regressed(tmp_path, tmp_path_factor
     assert proc.returncode == 0, proc.stderr[-3000:]
     secs = sections_of((tmp_path / "report" / "report.md").read_text(encoding="utf-8"))
 
-    per = secs["6. Per-instruction results"]
+    per = secs["7. Per-instruction results"]
     improved, regressed = _bullet(per, "Improved"), _bullet(per, "Regressed")
     assert improved == f"- **Improved** (1): `{NO_COMMA}` (+100 strict, n=2)"
     assert regressed == f"- **Regressed** (1): `{N_WORDS}` (-100 strict, n=2)"
@@ -322,19 +328,19 @@ def test_report_names_what_improved_and_what_regressed(tmp_path, tmp_path_factor
     assert rows["`length_constraints:*`"].startswith("| `length_constraints:*` | 2 | 100.0 | 0.0 | -100.0 |")
     assert rows["`detectable_format:*`"].startswith("| `detectable_format:*` | 1 | 100.0 | 100.0 | +0.0 |")
 
-    # Section 5: both models follow 2 of 4 prompts completely, so prompt-level strict does not move,
+    # Section 6: both models follow 2 of 4 prompts completely, so prompt-level strict does not move,
     # while instruction-level strict does not either (3 of 5 each); one prompt won, one lost.
-    cmp_ = secs["5. Baseline vs fine-tuned"]
+    cmp_ = secs["6. Baseline vs fine-tuned"]
     assert "| prompt strict | 50.0 | 50.0 | +0.0 |" in cmp_ and "| inst strict | 60.0 | 60.0 | +0.0 |" in cmp_
     assert "Prompts newly followed: 1; newly failed: 1." in cmp_
-    # Section 7: the won prompt is the example, the lost one the regression.
+    # Section 8: the won prompt is the example, the lost one the regression.
     data = json.loads((tmp_path / "report" / "report.json").read_text())
     assert data["examples"] == {"wins": [100], "kind": "full", "regression": [102]}
-    ex = secs["7. Example outputs"]
+    ex = secs["8. Example outputs"]
     assert "**Example 1** (IFEval key 100)" in ex and "**Regression** (IFEval key 102)" in ex
     assert f"✓ `{NO_COMMA}`" in ex and f"✗ `{N_WORDS}`" in ex
-    # Section 8: one run and no change, stated as such.
-    analysis = secs["8. Hyperparameters and analysis"]
+    # Section 9: one run and no change, stated as such.
+    analysis = secs["9. Hyperparameters and analysis"]
     assert "Δ +0.0 points (no prompt changed)" not in analysis  # two prompts changed, in opposite directions
     assert "Δ +0.0 points (within noise" in analysis
     assert "Only one configuration was trained" in analysis

@@ -130,6 +130,11 @@ class TrainDir:
         return self.root / EVAL_DATA
 
     @property
+    def stats(self) -> Path:
+        """Preprocessing statistics of the training data (``eval_data``'s are in :attr:`eval_data`)."""
+        return self.root / STATS
+
+    @property
     def lock(self) -> Path:
         return self.root / LOCK
 

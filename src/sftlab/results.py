@@ -5,7 +5,7 @@ A *run* is a training output plus its evaluation, in any layout sftlab writes (s
 ``finetuned_eval/``) or an ``sftlab train`` output with its eval next to it. A sweep directory
 stands for all its finished runs. :func:`results_row` turns a run into one row of settings and
 IFEval figures; :func:`results_table` is the one table of those rows (``results.md`` and the
-report's section 8), :func:`best_index` picks the best row.
+report's section 9), :func:`best_index` picks the best row.
 """
 
 from __future__ import annotations

@@ -213,6 +213,8 @@ def inspect_run(rec: RunRecord, strategies: list[str], *, model_check: bool = Tr
     cfg = rec.config
     max_length = int(cfg.get("model_max_length") or 2048)
     truncation = str(cfg.get("truncation") or "right")
+    if truncation == "drop":  # preprocessing encodes with right truncation, then drops what was cut
+        truncation = "right"
     strategy = str(cfg.get("masking") or "assistant")
     tok = load_tokenizer(str(rec.train_dir))  # the tokenizer and chat template saved with the run
     convs, why = load_training_conversations(cfg, CHECK_CONVERSATIONS)

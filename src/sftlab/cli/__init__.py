@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "eval": "eval_cmd",
     "sweep": "sweep",
     "report": "report",
+    "compare": "compare",
     "run": "run",
     "bench": "bench",
     "chat": "chat",

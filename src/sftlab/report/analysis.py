@@ -1,4 +1,4 @@
-"""Report section 8: the results table and what it supports about the hyperparameters.
+"""Report section 9: the results table and what it supports about the hyperparameters.
 
 Each statement is computed from the rows and stated with its noise level: a spread or an effect
 smaller than two standard errors of a difference between two runs is called within noise.
@@ -109,4 +109,4 @@ def section_analysis(c: Comparison, data: dict[str, Any]) -> Section:
         lines += _spread_lines(c) + _loss_line(c)
     data["analysis"] = lines
     blocks.append(Bullets(lines))
-    return Section(SECTION_TITLES[7], blocks)
+    return Section(SECTION_TITLES[8], blocks)

@@ -1,4 +1,4 @@
-"""Report sections 5 to 7: baseline vs fine-tuned, per-instruction results, example outputs.
+"""Report sections 6 to 8: baseline vs fine-tuned, per-instruction results, example outputs.
 
 Every comparison is made on the prompts a run shares with the baseline, from the per-prompt verdicts.
 """
@@ -19,14 +19,25 @@ from sftlab.report.document import (
     P,
     Section,
     Table,
+    plural,
+    plus_minus,
     signed,
     trim,
 )
-from sftlab.report.evals import Comparison, EvalData, binomial_se, noise_verdict, paired_se, per_instruction
+from sftlab.report.evals import (
+    Comparison,
+    EvalData,
+    binomial_se,
+    group_figures,
+    noise_verdict,
+    paired_figures,
+    per_instruction,
+)
 from sftlab.report.plots import plot_ifeval
 from sftlab.results import FIGURE_LABELS, pct
+from sftlab.typesplit import HELD_OUT, OTHER, TRAINED, TypeSplit, type_split
 
-# ---- section 5 --------------------------------------------------------------------------------
+# ---- section 6 --------------------------------------------------------------------------------
 
 
 def section_baseline(c: Comparison, images: dict[str, bytes], data: dict[str, Any]) -> Section:
@@ -52,29 +63,75 @@ def section_baseline(c: Comparison, images: dict[str, bytes], data: dict[str, An
     se_lines = []
     deltas = []
     for r, ev, common, rf, bf in zip(records, c.evals, commons, run_figs, base_figs, strict=True):
-        a, b = c.base.follows_all(common), ev.follows_all(common)
-        d = rf["prompt_level_strict_acc"] - bf["prompt_level_strict_acc"]
-        se = paired_se(a, b)
-        verdict = noise_verdict(d, se)
-        won = sum(1 for x, y in zip(a, b, strict=True) if y and not x)
-        lost = sum(1 for x, y in zip(a, b, strict=True) if x and not y)
-        se_lines.append(f"`{r.name}`: prompt-level strict {pct(rf['prompt_level_strict_acc'])}% "
-                        f"(binomial standard error ±{100 * binomial_se(rf['prompt_level_strict_acc'], len(common)):.1f}) "
-                        f"vs baseline {pct(bf['prompt_level_strict_acc'])}% "
-                        f"(±{100 * binomial_se(bf['prompt_level_strict_acc'], len(common)):.1f}); "
-                        f"Δ {signed(d)} points, paired standard error ±{100 * se:.1f}: {verdict}. "
-                        f"Prompts newly followed: {won}; newly failed: {lost}.")
-        deltas.append({"run": r.name, "delta_prompt_strict": d, "paired_se": se, "won": won, "lost": lost,
-                       "figures": rf, "baseline_figures": bf})
+        pf = paired_figures(c.base, ev, common)
+        strict, loose = pf["prompt_level_strict_acc"], pf["prompt_level_loose_acc"]
+        se_lines += [_se_line(r.name, "strict", strict), _se_line(r.name, "loose", loose)]
+        deltas.append({"run": r.name, "delta_prompt_strict": strict["delta"], "paired_se": strict["paired_se"],
+                       "won": strict["won"], "lost": strict["lost"], "delta_prompt_loose": loose["delta"],
+                       "paired_se_loose": loose["paired_se"], "won_loose": loose["won"], "lost_loose": loose["lost"],
+                       "paired": pf, "figures": rf, "baseline_figures": bf})
     blocks.append(Bullets(se_lines))
     images[IFEVAL_PLOT] = plot_ifeval(["baseline"] + [r.name for r in records], [base_figs[best]] + run_figs)
     blocks.append(Image(IFEVAL_PLOT, "The four IFEval figures, baseline and fine-tuned (percent)."))
     data["baseline_figures"] = base_figs[best]
     data["comparisons"] = deltas
-    return Section(SECTION_TITLES[4], blocks)
+    return Section(SECTION_TITLES[5], blocks)
 
 
-# ---- section 6 --------------------------------------------------------------------------------
+def _se_line(run: str, kind: str, f: dict[str, Any]) -> str:
+    """One run's prompt-level ``kind`` (strict or loose) change with its binomial and paired standard errors."""
+    n = f["n"]
+    return (f"`{run}`: prompt-level {kind} {pct(f['finetuned'])}% "
+            f"(binomial standard error ±{100 * binomial_se(f['finetuned'], n):.1f}) "
+            f"vs baseline {pct(f['baseline'])}% (±{100 * binomial_se(f['baseline'], n):.1f}); "
+            f"Δ {signed(f['delta'])} points, paired standard error {plus_minus(f['paired_se'])}: "
+            f"{noise_verdict(f['delta'], f['paired_se'])}. Prompts newly followed: {f['won']}; newly failed: "
+            f"{f['lost']}.")
+
+
+# ---- section 7 --------------------------------------------------------------------------------
+
+
+def _instruction_table(rs: list[dict[str, Any]]) -> Block:
+    return Table(["instruction", "n", "strict before", "strict after", "Δ strict", "loose before", "loose after",
+                  "Δ loose"],
+                 [[f"`{r['id']}`", r["n"], pct(r["strict_before"]), pct(r["strict_after"]),
+                   signed(r["d_strict"]), pct(r["loose_before"]), pct(r["loose_after"]), signed(r["d_loose"])]
+                  for r in rs])
+
+
+def _names(rs: list[dict[str, Any]]) -> str:
+    return ", ".join(f"`{r['id']}` ({signed(r['d_strict'], 0)} strict, n={r['n']})" for r in rs) or "none"
+
+
+GROUP_TITLES = {TRAINED: "Trained types", HELD_OUT: "Held-out types", OTHER: "Other types (not used in training)"}
+
+
+def group_line(group: str, g: dict[str, Any]) -> str:
+    """The summary of one group of instruction types: size, strict and loose rates before and after."""
+    s, lo = g["strict"], g["loose"]
+    return (f"**{GROUP_TITLES[group]}** ({plural(g['types'], 'type')}, {plural(g['instructions'], 'instruction')} "
+            f"on these prompts): strict {pct(s['baseline'])}% → {pct(s['finetuned'])}% (Δ {signed(s['delta'])} "
+            f"points, paired standard error {plus_minus(s['paired_se'])}); "
+            f"loose {pct(lo['baseline'])}% → {pct(lo['finetuned'])}% (Δ {signed(lo['delta'])}).")
+
+
+def _grouped_blocks(c: Comparison, ids: list[dict[str, Any]], split: TypeSplit,
+                    data: dict[str, Any]) -> list[Block]:
+    """The per-id table split into trained, held-out and other types, each with its summary line."""
+    groups = group_figures(c.base, c.evals[c.best], c.commons[c.best], split)
+    blocks: list[Block] = [P(f"The run's config has an `augment:` block: training drew instructions of "
+                             f"{plural(len(split.trained), 'type')} and held {len(split.held_out)} out (section 4 "
+                             f"says how many conversations carry them). Instruction-level accuracy per group, "
+                             f"pooled over its instructions:"),
+                           Bullets([group_line(g, v) for g, v in groups.items()])]
+    for g in groups:
+        blocks += [P(f"{GROUP_TITLES[g]}, by instruction id:"),
+                   _instruction_table([r for r in ids if split.group_of(r["id"]) == g])]
+    for r in ids:
+        r["group"] = split.group_of(r["id"])
+    data["type_groups"] = {"trained": list(split.trained), "held_out": list(split.held_out), "groups": groups}
+    return blocks
 
 
 def section_per_instruction(c: Comparison, data: dict[str, Any]) -> Section:
@@ -90,35 +147,28 @@ def section_per_instruction(c: Comparison, data: dict[str, Any]) -> Section:
     rows.sort(key=lambda x: (-x["d_strict"], -x["d_loose"], x["id"]))
     cats = [r for r in rows if r["id"].endswith(":*")]
     ids = [r for r in rows if not r["id"].endswith(":*")]
-
-    def table(rs):
-        return Table(["instruction", "n", "strict before", "strict after", "Δ strict", "loose before", "loose after",
-                      "Δ loose"],
-                     [[f"`{r['id']}`", r["n"], pct(r["strict_before"]), pct(r["strict_after"]),
-                       signed(r["d_strict"]), pct(r["loose_before"]), pct(r["loose_after"]), signed(r["d_loose"])]
-                      for r in rs])
-
     improved = [r for r in ids if r["d_strict"] > 0 or (r["d_strict"] == 0 and r["d_loose"] > 0)]
     regressed = [r for r in ids if r["d_strict"] < 0 or (r["d_strict"] == 0 and r["d_loose"] < 0)]
-
-    def names(rs):
-        return ", ".join(f"`{r['id']}` ({signed(r['d_strict'], 0)} strict, n={r['n']})" for r in rs) or "none"
-
     blocks = [
         P(f"Baseline vs the best run, `{rec.name}`, on {len(common)} prompts; instruction-level accuracy in percent "
           f"per category (the part of the id before the colon, shown as `category:*`) and per instruction id, "
           f"sorted by the change in strict accuracy. n is how many times the instruction occurs, so one prompt "
           f"moves an id with n occurrences by 100/n points."),
-        Bullets([f"**Improved** ({len(improved)}): {names(improved)}",
-                 f"**Regressed** ({len(regressed)}): {names(regressed)}",
+        Bullets([f"**Improved** ({len(improved)}): {_names(improved)}",
+                 f"**Regressed** ({len(regressed)}): {_names(regressed)}",
                  f"Unchanged: {len(ids) - len(improved) - len(regressed)} instruction ids."]),
-        P("By category:"), table(cats), P("By instruction id:"), table(ids),
+        P("By category:"), _instruction_table(cats),
     ]
+    split = type_split(rec.config)
+    if split is None:
+        blocks += [P("By instruction id:"), _instruction_table(ids)]
+    else:
+        blocks += _grouped_blocks(c, ids, split, data)
     data["per_instruction"] = rows
-    return Section(SECTION_TITLES[5], blocks)
+    return Section(SECTION_TITLES[6], blocks)
 
 
-# ---- section 7 --------------------------------------------------------------------------------
+# ---- section 8 --------------------------------------------------------------------------------
 
 
 def _passed_list(res: dict[str, Any]) -> str:
@@ -188,5 +238,5 @@ def section_examples(c: Comparison, data: dict[str, Any]) -> Section:
         blocks.append(P("No regression: every prompt the baseline follows completely, the fine-tuned model follows too."))
     data["examples"] = {"wins": [base.keys.get(p) or p[:60] for p in ch["wins"]], "kind": ch["kind"],
                         "regression": [base.keys.get(p) or p[:60] for p in ch["regression"]]}
-    return Section(SECTION_TITLES[6], blocks)
+    return Section(SECTION_TITLES[7], blocks)
 

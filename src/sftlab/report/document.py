@@ -21,11 +21,12 @@ SECTION_TITLES = (
     "1. Environment",
     "2. Method and checks",
     "3. Training configuration",
-    "4. Loss curves",
-    "5. Baseline vs fine-tuned",
-    "6. Per-instruction results",
-    "7. Example outputs",
-    "8. Hyperparameters and analysis",
+    "4. Data",
+    "5. Loss curves",
+    "6. Baseline vs fine-tuned",
+    "7. Per-instruction results",
+    "8. Example outputs",
+    "9. Hyperparameters and analysis",
 )
 TRIM_CHARS = 700
 
@@ -181,6 +182,15 @@ def render_html(title: str, intro: list[Block], sections: list[Section], images:
 def signed(v: float | None, digits: int = 1) -> str:
     """A difference of fractions in signed percentage points (``0.05`` -> ``"+5.0"``)."""
     return "n/a" if v is None or math.isnan(v) else f"{100 * v:+.{digits}f}"
+
+
+def plus_minus(se: float | None) -> str:
+    """A standard error (a fraction) as ``±x.x`` points, ``n/a`` when undefined (fewer than two units)."""
+    return "n/a" if se is None or math.isnan(se) else f"±{100 * se:.1f}"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun if n == 1 else noun + 's'}"
 
 
 def trim(text: str, n: int = TRIM_CHARS) -> str:

@@ -17,6 +17,7 @@ from sftlab.errors import SftlabError
 from sftlab.ifeval import METRICS, aggregate
 from sftlab.layout import EvalDir
 from sftlab.results import RunRecord, best_index, results_row
+from sftlab.typesplit import GROUPS, TypeSplit
 from sftlab.utils import read_json, read_jsonl
 
 
@@ -30,9 +31,10 @@ class EvalData:
     loose: dict[str, dict[str, Any]]
     keys: dict[str, Any]
 
-    def follows_all(self, prompts: list[str]) -> list[bool]:
-        """Strict prompt-level outcome per prompt: every instruction followed."""
-        return [bool(self.strict[p]["follow_all_instructions"]) for p in prompts]
+    def follows_all(self, prompts: list[str], *, loose: bool = False) -> list[bool]:
+        """Prompt-level outcome per prompt (strict unless ``loose``): every instruction followed."""
+        rows = self.loose if loose else self.strict
+        return [bool(rows[p]["follow_all_instructions"]) for p in prompts]
 
 
 def load_eval(eval_dir: str | Path) -> EvalData:
@@ -90,6 +92,59 @@ def paired_se(a: list[bool], b: list[bool]) -> float:
     return math.sqrt(var / n)
 
 
+def instruction_pairs(base: EvalData, ev: EvalData, prompts: list[str], *,
+                      loose: bool = False) -> list[tuple[str, bool, bool]]:
+    """``(instruction id, baseline followed, fine-tuned followed)`` for every instruction of ``prompts``."""
+    out = []
+    for p in prompts:
+        b, f = (base.loose[p], ev.loose[p]) if loose else (base.strict[p], ev.strict[p])
+        if b["instruction_id_list"] != f["instruction_id_list"]:
+            raise SftlabError(f"the prompt {p[:60]!r} carries different instructions in {base.dir} and {ev.dir}; "
+                              f"both must be scored on the same IFEval inputs")
+        out += zip(b["instruction_id_list"], map(bool, b["follow_instruction_list"]),
+                   map(bool, f["follow_instruction_list"]), strict=True)
+    return out
+
+
+def _paired(a: list[bool], b: list[bool]) -> dict[str, Any]:
+    """Rates, difference, paired standard error and won/lost counts of paired 0/1 outcomes."""
+    n = len(a)
+    before, after = (sum(a) / n, sum(b) / n) if n else (float("nan"), float("nan"))
+    return {"n": n, "baseline": before, "finetuned": after, "delta": after - before, "paired_se": paired_se(a, b),
+            "won": sum(1 for x, y in zip(a, b, strict=True) if y and not x),
+            "lost": sum(1 for x, y in zip(a, b, strict=True) if x and not y)}
+
+
+def paired_figures(base: EvalData, ev: EvalData, prompts: list[str]) -> dict[str, dict[str, Any]]:
+    """Each of the four IFEval figures on ``prompts``, paired: prompt-level figures pair the prompts'
+    outcomes, instruction-level ones the instructions' (``n`` counts the units)."""
+    out = {}
+    for metric in METRICS:
+        loose = "loose" in metric
+        if metric.startswith("prompt_level"):
+            a, b = base.follows_all(prompts, loose=loose), ev.follows_all(prompts, loose=loose)
+        else:
+            pairs = instruction_pairs(base, ev, prompts, loose=loose)
+            a, b = [x for _, x, _ in pairs], [y for _, _, y in pairs]
+        out[metric] = _paired(a, b)
+    return out
+
+
+def group_figures(base: EvalData, ev: EvalData, prompts: list[str], split: TypeSplit) -> dict[str, dict[str, Any]]:
+    """Instruction-level strict and loose figures, paired, per group of :mod:`sftlab.typesplit`
+    (``types``: the distinct ids of the group on these prompts); groups absent from the prompts are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    strict, loose = instruction_pairs(base, ev, prompts), instruction_pairs(base, ev, prompts, loose=True)
+    for g in GROUPS:
+        idx = [i for i, (iid, _, _) in enumerate(strict) if split.group_of(iid) == g]
+        if not idx:
+            continue
+        out[g] = {"types": len({strict[i][0] for i in idx}), "instructions": len(idx),
+                  "strict": _paired([strict[i][1] for i in idx], [strict[i][2] for i in idx]),
+                  "loose": _paired([loose[i][1] for i in idx], [loose[i][2] for i in idx])}
+    return out
+
+
 def noise_verdict(d: float, se: float) -> str:
     """Whether a paired difference ``d`` with standard error ``se`` stands out of the noise."""
     if se is None or math.isnan(se):
@@ -104,7 +159,7 @@ def noise_verdict(d: float, se: float) -> str:
 
 @dataclass
 class Comparison:
-    """The baseline against every run, on the prompts each run shares with it: what sections 5 to 8 report.
+    """The baseline against every run, on the prompts each run shares with it: what sections 6 to 9 report.
 
     ``rows`` are the runs' results rows (:func:`sftlab.results.results_row`) with the IFEval figures
     recomputed on those shared prompts; ``best`` indexes the best of them.

@@ -1,4 +1,5 @@
-"""Report sections 1 to 4: environment, method and self-checks, training configuration, loss curves."""
+"""Report sections 1 to 3 and 5: environment, method and self-checks, training configuration, loss curves
+(section 4, the data, is in :mod:`sftlab.report.data`)."""
 
 from __future__ import annotations
 
@@ -136,7 +137,7 @@ def _first_last(r: RunRecord) -> str:
         return "n/a"
     return f"{train[0][1]:.4f} → {train[-1][1]:.4f}"
 
-# ---- section 4 --------------------------------------------------------------------------------
+# ---- section 5 --------------------------------------------------------------------------------
 
 
 def section_loss(records: list[RunRecord], images: dict[str, bytes], out_dir: Path) -> Section:
@@ -158,4 +159,4 @@ def section_loss(records: list[RunRecord], images: dict[str, bytes], out_dir: Pa
     if len(records) > 1:
         images[LOSS_ALL_RUNS] = plot_overlay(records)
         blocks.append(Image(LOSS_ALL_RUNS, f"Training loss of all {len(records)} runs, overlaid."))
-    return Section(SECTION_TITLES[3], blocks)
+    return Section(SECTION_TITLES[4], blocks)

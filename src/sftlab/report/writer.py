@@ -1,4 +1,4 @@
-"""``write_report``: read the runs and the baseline, build the eight sections, write every file."""
+"""``write_report``: read the runs and the baseline, build the nine sections, write every file."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from sftlab.errors import SftlabError
 from sftlab.layout import DONE, ReportDir, SweepDir
 from sftlab.report.analysis import section_analysis
 from sftlab.report.comparison import section_baseline, section_examples, section_per_instruction
+from sftlab.report.data import section_data
 from sftlab.report.document import SECTION_TITLES, P, render_html, render_markdown
 from sftlab.report.evals import Comparison, compare, load_eval
 from sftlab.report.sections import section_environment, section_loss, section_method, section_training
@@ -60,6 +61,7 @@ def write_report(*, baseline: str | Path | None, runs: list[str | Path], output_
         section_environment(records, c.base),
         section_method(records, c.best, data, model_check=model_check),
         section_training(records),
+        section_data(records, c.best, data),
         section_loss(records, images, out.root),
         section_baseline(c, images, data),
         section_per_instruction(c, data),
