@@ -274,8 +274,9 @@ def test_data_section_reads_what_preprocessing_wrote(tmp_path, tokenizer, tokeni
     block = {"holdout_types": ["no_comma"], "max_instructions": 3, "seed": 1,
              "ifeval_data": str(ifeval_dir / "input_data.jsonl")}
     td = fake_train_dir(tmp_path / "run" / "train", tokenizer, augment=block, data=str(data))
-    preprocess(PreprocessConfig(data=str(data), tokenizer=str(tokenizer_dir), chat_template="chatml", max_length=384,
-                                truncation="drop", num_proc=1, augment=block), td, tokenizer=tokenizer, progress=False)
+    result = preprocess(PreprocessConfig(data=str(data), tokenizer=str(tokenizer_dir), chat_template="chatml",
+                                         max_length=384, truncation="drop", num_proc=1, augment=block),
+                        td, tokenizer=tokenizer, progress=False)
     stats = json.loads((td / "stats.json").read_text(encoding="utf-8"))
     aug = stats["augment"]
     out: dict = {}
@@ -290,3 +291,15 @@ def test_data_section_reads_what_preprocessing_wrote(tmp_path, tokenizer, tokeni
     assert f"{aug['augmented']} of the {aug['written']} conversations augmentation wrote carry" in text
     assert f"1 type was held out of training: `{NO_COMMA}`." in text
     assert out["data"][0]["augment"] == aug
+    # What training sees: the kept rows split into augmented and plain, counted from the saved features.
+    from sftlab.augment import AugmentConfig, augment_conversations
+    from sftlab.data import load_conversations as load_again
+
+    loaded = load_again(str(data), max_rounds=None)
+    records, _ = augment_conversations(loaded.conversations, AugmentConfig.from_dict(block), ids=loaded.ids)
+    augmented_ids = {r["id"] for r in records if "augment" in r}
+    kept_ids = list(result.dataset["id"])
+    assert aug["kept_augmented"] + aug["kept_plain"] == stats["kept"] == len(kept_ids)
+    assert 0 < aug["kept_augmented"] <= aug["augmented"]
+    assert aug["kept_augmented"] == sum(i in augmented_ids for i in kept_ids)
+    assert f"holds {aug['kept_augmented']} augmented and {aug['kept_plain']} plain conversations" in text

@@ -343,6 +343,7 @@ class _Rows:
     fallbacks: int = 0
     encode_seconds: float = 0.0
     kept: int = 0  # rows already moved into ``tables``
+    kept_augmented: int = 0  # kept rows that carry added instructions (an ``augment:`` config)
     weights: dict[int, list[float]] = field(default_factory=dict)  # row -> per-token weights, when any
 
 
@@ -374,6 +375,7 @@ def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: b
             _skip(cfg, rows, cid, SKIP_NO_TRAINED)
             continue
         rows.shapes[info["shape"]] += 1
+        rows.kept_augmented += cid in loaded.augmented
         rows.full_lengths.append(info["full_length"])
         rows.kept_lengths.append(len(feats["input_ids"]))
         rows.truncated += int(info["truncated"])
@@ -427,6 +429,9 @@ def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, 
     for key in ("augment", "sources", "mix", "system_prompt_added", "folded_tool_turns"):
         if key in loaded.stats:
             stats[key] = loaded.stats[key]
+    if "augment" in stats:  # what training sees, after the drops above
+        stats["augment"] = {**stats["augment"], "kept_augmented": rows.kept_augmented,
+                            "kept_plain": n_kept - rows.kept_augmented}
     if rows.fallbacks:
         stats["notes"].append(f"masking fast path fell back to the reference for {rows.fallbacks} message "
                               "boundaries (same output, slower)")

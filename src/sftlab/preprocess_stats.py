@@ -40,7 +40,9 @@ def format_stats(stats: dict) -> str:
     aug = stats.get("augment")
     if aug:
         lines.append(f"augmented: {aug['augmented']} with verified instructions, {aug['plain']} plain, "
-                     f"{aug['decontaminated']} dropped by IFEval decontamination ({aug['decontamination']})")
+                     f"{aug['decontaminated']} dropped by IFEval decontamination ({aug['decontamination']})"
+                     + (f"; kept for training: {aug['kept_augmented']} augmented, {aug['kept_plain']} plain"
+                        if "kept_augmented" in aug else ""))
     for note in stats.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -184,6 +184,7 @@ def augment_loaded(loaded: Any, cfg: AugmentConfig, *, progress: bool = False) -
     records, stats = augment_conversations(loaded.conversations, cfg, ids=loaded.ids, progress=progress)
     loaded.conversations = [r["messages"] for r in records]
     loaded.ids = [r["id"] for r in records]
+    loaded.augmented = {r["id"] for r in records if "augment" in r}
     loaded.stats["augment"] = {"config": cfg.to_dict(), **stats.to_dict()}
     return stats
 

@@ -46,6 +46,7 @@ class LoadResult:
     conversations: list[list[dict[str, str]]]
     ids: list[str]
     stats: dict = field(default_factory=dict)
+    augmented: set[str] = field(default_factory=set)  # ids that carry added instructions (augment)
 
 
 def format_skips(skipped: dict[str, int]) -> str:

@@ -65,8 +65,10 @@ def constraints_sentence(split: TypeSplit | None, stats: dict[str, Any] | None) 
             f"{_range(aug.get('instructions_per_example') or {})} verifiable instructions of {n_types} IFEval "
             f"instruction types (of {len(split.trained)} drawn from), each checked by the IFEval scorer; "
             f"{_count(aug.get('plain'))} stayed plain. {held}")
-    skipped = sum((stats or {}).get("skipped", {}).values())
-    if skipped:
+    if aug.get("kept_augmented") is not None:
+        text += (f" After preprocessing (over-long or empty conversations dropped) the training data holds "
+                 f"{_count(aug['kept_augmented'])} augmented and {_count(aug.get('kept_plain'))} plain conversations.")
+    elif sum((stats or {}).get("skipped", {}).values()):
         text += (f" Preprocessing then kept {_count(stats.get('kept'))} conversations in all (the statistics do not "
                  f"record how many of the kept ones are augmented).")
     return text
