@@ -123,3 +123,27 @@ def test_train_part_measures_all_three_paths_on_the_same_tokens(tmp_path):
     assert tr["speedup_dynamic_vs_padmax"] == tr["first_round_speedup"]
     assert tr["speedup_dynamic_vs_padmax_long"] == tr["whole_speedup"]
     assert _positive(tr["mfu"])
+
+
+def test_eval_only_options_reach_the_generate_part(monkeypatch):
+    """--eval-prompts/--eval-only size the real workload and skip the random-init half."""
+    import argparse
+
+    import sftlab.bench as bench_mod
+    import sftlab.bench.generate as gen_bench
+    from sftlab.cli import bench as bench_cli
+
+    seen: dict = {}
+    monkeypatch.setattr(gen_bench, "_run_synthetic", lambda *a: seen.setdefault("synthetic", a) and {})
+    monkeypatch.setattr(gen_bench, "run_real", lambda n, m: seen.update(real=(n, m)) or {"real_n_prompts": n})
+    p = argparse.ArgumentParser()
+    bench_cli.add_arguments(p)
+    args = p.parse_args(["--only", "generate", "--eval-prompts", "100", "--eval-only"])
+    monkeypatch.setattr(bench_mod, "provenance", lambda: {})
+    assert bench_cli.run(args) == 0
+    assert seen == {"real": (100, 256)}  # no synthetic part, 100 real prompts at 256 new tokens
+    seen.clear()
+    assert bench_cli.run(p.parse_args(["--only", "generate"])) == 0
+    assert seen["real"] == (32, 256) and "synthetic" in seen  # the defaults: both halves
+    with pytest.raises(SystemExit):
+        p.parse_args(["--eval-prompts", "0"])

@@ -75,14 +75,24 @@ def _as_dtype(model, dtype: str):
 
 
 def run(quick: bool = False, n_prompts: int = 32, max_new_tokens: int = 128, batch_size: int = 16,
-        real_prompts: int = 32, real_max_new_tokens: int = 256, real: bool = True) -> dict[str, Any]:
+        real_prompts: int = 32, real_max_new_tokens: int = 256, real: bool = True,
+        synthetic: bool = True) -> dict[str, Any]:
+    """``synthetic=False`` measures only the real workload (``sftlab bench --eval-only``)."""
+    if quick:
+        n_prompts, max_new_tokens, batch_size = min(n_prompts, 8), min(max_new_tokens, 24), min(batch_size, 8)
+        real_prompts, real_max_new_tokens = min(real_prompts, 16), min(real_max_new_tokens, 64)
+    res = _run_synthetic(n_prompts, max_new_tokens, batch_size) if synthetic else {}
+    if real:
+        res.update(run_real(real_prompts, real_max_new_tokens))
+    return res
+
+
+def _run_synthetic(n_prompts: int, max_new_tokens: int, batch_size: int) -> dict[str, Any]:
+    """Random-init weights, every answer runs to the limit: batched against one prompt at a time."""
     import torch
 
     import sftlab.generate as gen
 
-    if quick:
-        n_prompts, max_new_tokens, batch_size = min(n_prompts, 8), min(max_new_tokens, 24), min(batch_size, 8)
-        real_prompts, real_max_new_tokens = min(real_prompts, 16), min(real_max_new_tokens, 64)
     model, tokenizer = build_model()
     prompts = load_prompts(n_prompts)
 
@@ -110,8 +120,6 @@ def run(quick: bool = False, n_prompts: int = 32, max_new_tokens: int = 128, bat
         "torch_threads": torch.get_num_threads(),
         "note": "random-init SmolLM2-135M shape: no response stops early, both sides generate the same tokens",
     }
-    if real:
-        res.update(run_real(real_prompts, real_max_new_tokens))
     return res
 
 

@@ -12,13 +12,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write all figures to this JSON file")
     p.add_argument("--only", metavar="PARTS",
                    help="comma-separated parts to run (machine, preprocess, loss, generate, train); default all")
+    p.add_argument("--eval-prompts", type=_at_least_one, metavar="N",
+                   help="generate part: IFEval prompts of the real evaluation workload (default 32; 16 with --quick)")
+    p.add_argument("--eval-only", action="store_true",
+                   help="generate part: measure only the real evaluation workload (skip the random-init comparison)")
+
+
+def _at_least_one(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
 
 
 def run(args: argparse.Namespace) -> int:
     from sftlab.bench import run_suite
 
     parts = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
-    res = run_suite(quick=args.quick, parts=parts, json_path=args.json_path)
+    generate: dict = {}
+    if args.eval_prompts is not None:
+        generate["real_prompts"] = args.eval_prompts
+    if args.eval_only:
+        generate["synthetic"] = False
+    res = run_suite(quick=args.quick, parts=parts, json_path=args.json_path,
+                    sizes={"generate": generate} if generate else None)
     if res["errors"]:
         for name, err in res["errors"].items():
             print(f"sftlab bench: part '{name}' failed: {err}")
