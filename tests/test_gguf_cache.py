@@ -219,6 +219,18 @@ def test_a_damaged_entry_is_rebuilt(cache, tiny_gguf, direct, damage):
     assert gguf_cache.is_valid(entry, gguf_cache.expected_manifest(tiny_gguf, "model"))
 
 
+def test_a_load_error_of_an_intact_entry_is_the_callers(cache, tiny_gguf, monkeypatch):
+    """An option the cached load cannot honour fails as it would on the GGUF; the intact entry stays."""
+    from sftlab.errors import SftlabError
+
+    load_model(str(tiny_gguf))
+    (entry,) = entries(cache, "model")
+    monkeypatch.setattr(gguf_cache, "_convert_into", lambda *a, **k: pytest.fail("converted again"))
+    with pytest.raises(SftlabError, match="cannot load model"):
+        load_model(str(tiny_gguf), attn_implementation="no_such_attention")
+    assert gguf_cache.is_valid(entry, gguf_cache.expected_manifest(tiny_gguf, "model")) and gguf_cache.intact(entry)
+
+
 def test_the_cache_can_be_turned_off(cache, tiny_gguf, direct, monkeypatch):
     monkeypatch.setenv(gguf_cache.ENV_SWITCH, "0")
     tok = load_tokenizer(str(tiny_gguf))

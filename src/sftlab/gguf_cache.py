@@ -13,12 +13,15 @@ second, so they are kept in ``<root>/gguf/<stem>-<key>/{tokenizer,model}/``.
   state of the same file are deleted when the new one is written.
 - An entry is written in a temporary directory, fsynced, then renamed into place: a killed build
   leaves only a ``.tmp-*`` directory, which readers ignore (and a later build deletes after an hour).
-- Each entry carries a manifest (its source, versions and the size of every file); an entry whose
-  manifest is missing or disagrees, or that fails to load, is deleted and rebuilt.
+- Each entry carries a manifest (its source, versions, the size and SHA-256 of every file). An entry
+  whose manifest is missing or disagrees is rebuilt; so is one that fails to load and no longer matches
+  its hashes. One that fails to load but is intact is kept and the error raised: it is the caller's
+  (an ``attn_implementation`` not installed, say), and converting again would not help.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -90,6 +93,20 @@ def is_valid(entry: Path, want: dict[str, Any]) -> bool:
         return False
 
 
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def intact(entry: Path) -> bool:
+    """Every file still has the SHA-256 recorded when the entry was written (read only after a failure)."""
+    try:
+        hashes = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))["sha256"]
+        return bool(hashes) and all(_sha256(entry / name) == h for name, h in hashes.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
 def discard(entry: Path) -> None:
     """Delete an entry: moved aside first, so that no reader ever sees it half deleted."""
     if not entry.exists():
@@ -152,7 +169,9 @@ def build(entry: Path, want: dict[str, Any], save: Callable[[Path], None]) -> No
         pickled = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
         if pickled or not files:
             raise OSError(f"refusing to cache {pickled or 'nothing'}: safetensors and JSON only")
-        (tmp / MANIFEST).write_text(json.dumps({**want, "files": files}, indent=2) + "\n", encoding="utf-8")
+        hashes = {name: _sha256(tmp / name) for name in files}
+        manifest = {**want, "files": files, "sha256": hashes}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         if is_valid(entry, want):  # a concurrent build got there first
             return
@@ -209,7 +228,9 @@ def load_through_cache(gguf_path: str | os.PathLike, kind: str, *, convert: Call
             return direct()
         try:
             return load(entry)
-        except Exception as e:  # noqa: BLE001 - any unreadable entry is rebuilt from the GGUF source
-            log(f"the GGUF cache entry {entry} is unreadable ({type(e).__name__}: {e}); rebuilding it")
+        except Exception as e:  # noqa: BLE001 - a damaged entry is rebuilt from the GGUF source
+            if intact(entry):
+                raise
+            log(f"the GGUF cache entry {entry} is damaged ({type(e).__name__}: {e}); rebuilding it")
             discard(entry)
     return direct()
