@@ -19,9 +19,9 @@ from sftlab.report.evals import (
     EvalData,
     common_prompts,
     group_figures,
+    instruction_deltas,
     load_eval,
     paired_figures,
-    per_instruction,
 )
 from sftlab.results import FIGURE_LABELS
 from sftlab.typesplit import GROUPS, type_split
@@ -77,13 +77,12 @@ def compare_evals(baseline: str | Path, finetuned: str | Path, train_dir: str | 
         raise SftlabError(f"--train-dir {td} is not an 'sftlab train' output (no {TRAIN_CONFIG})")
     split = type_split(td) if td is not None else None
     figures = paired_figures(base, ft, common)
-    before, after = per_instruction(base, common), per_instruction(ft, common)
-    per_type = [{"id": k, "group": split.group_of(k) if split else None, "n": before[k]["n"],
-                 "strict_before_pct": 100 * before[k]["strict"], "strict_after_pct": 100 * after[k]["strict"],
-                 "delta_strict_points": 100 * (after[k]["strict"] - before[k]["strict"]),
-                 "loose_before_pct": 100 * before[k]["loose"], "loose_after_pct": 100 * after[k]["loose"],
-                 "delta_loose_points": 100 * (after[k]["loose"] - before[k]["loose"])}
-                for k in before if not k.endswith(":*")]
+    per_type = [{"id": r["id"], "group": split.group_of(r["id"]) if split else None, "n": r["n"],
+                 "strict_before_pct": 100 * r["strict_before"], "strict_after_pct": 100 * r["strict_after"],
+                 "delta_strict_points": 100 * r["d_strict"],
+                 "loose_before_pct": 100 * r["loose_before"], "loose_after_pct": 100 * r["loose_after"],
+                 "delta_loose_points": 100 * r["d_loose"]}
+                for r in instruction_deltas(base, ft, common) if not r["id"].endswith(":*")]
     groups = group_figures(base, ft, common, split) if split else None
     return {
         "baseline": {"dir": str(base.dir), "model": _model_of(base), "prompts": len(base.strict)},

@@ -21,7 +21,6 @@ second, so they are kept in ``<root>/gguf/<stem>-<key>/{tokenizer,model}/``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -31,10 +30,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sftlab.utils import file_fingerprint, log, stable_hash
+from sftlab.utils import file_fingerprint, file_table, log, sha256_file, stable_hash
 
 #: Bump when what sftlab writes into an entry changes: older entries are then ignored.
-CONVERSION_VERSION = 1
+#: 2: the manifest lists each file's size and SHA-256 together (:func:`sftlab.utils.file_table`).
+CONVERSION_VERSION = 2
 ENV_ROOT = "SFTLAB_CACHE"
 ENV_SWITCH = "SFTLAB_GGUF_CACHE"
 MANIFEST = "sftlab-cache.json"
@@ -75,9 +75,10 @@ def expected_manifest(gguf_path: str | os.PathLike, kind: str) -> dict[str, Any]
     return {"kind": kind, "source": file_fingerprint(gguf_path), "versions": _versions()}
 
 
-def entry_dir(gguf_path: str | os.PathLike, kind: str) -> Path:
-    """Where the ``kind`` (``tokenizer`` or ``model``) entry of this GGUF file lives."""
-    want = expected_manifest(gguf_path, kind)
+def entry_dir(gguf_path: str | os.PathLike, kind: str, want: dict[str, Any] | None = None) -> Path:
+    """Where the ``kind`` (``tokenizer`` or ``model``) entry of this GGUF file lives (``want``: its
+    :func:`expected_manifest`, when the caller has it already)."""
+    want = want or expected_manifest(gguf_path, kind)
     key = stable_hash({"source": want["source"], "versions": want["versions"]})
     return cache_root() / "gguf" / f"{Path(gguf_path).stem}-{key}" / kind
 
@@ -88,21 +89,16 @@ def is_valid(entry: Path, want: dict[str, Any]) -> bool:
         manifest = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))
         if {k: manifest.get(k) for k in want} != want or not manifest.get("files"):
             return False
-        return all((entry / name).stat().st_size == size for name, size in manifest["files"].items())
+        return all((entry / name).stat().st_size == row["size"] for name, row in manifest["files"].items())
     except (OSError, ValueError, AttributeError, TypeError):
         return False
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def intact(entry: Path) -> bool:
     """Every file still has the SHA-256 recorded when the entry was written (read only after a failure)."""
     try:
-        hashes = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))["sha256"]
-        return bool(hashes) and all(_sha256(entry / name) == h for name, h in hashes.items())
+        files = json.loads((entry / MANIFEST).read_text(encoding="utf-8"))["files"]
+        return bool(files) and all(sha256_file(entry / name) == row["sha256"] for name, row in files.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -165,12 +161,11 @@ def build(entry: Path, want: dict[str, Any], save: Callable[[Path], None]) -> No
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=entry.parent))
     try:
         save(tmp)
-        files = {p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = file_table(tmp)
         pickled = [name for name in files if name.endswith(PICKLE_SUFFIXES)]
         if pickled or not files:
             raise OSError(f"refusing to cache {pickled or 'nothing'}: safetensors and JSON only")
-        hashes = {name: _sha256(tmp / name) for name in files}
-        manifest = {**want, "files": files, "sha256": hashes}
+        manifest = {**want, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         _fsync_tree(tmp)
         if is_valid(entry, want):  # a concurrent build got there first
@@ -219,8 +214,8 @@ def load_through_cache(gguf_path: str | os.PathLike, kind: str, *, convert: Call
     if not enabled():
         return direct()
     try:
-        entry = entry_dir(gguf_path, kind)
         want = expected_manifest(gguf_path, kind)
+        entry = entry_dir(gguf_path, kind, want)
     except OSError:
         return direct()
     for _ in range(2):

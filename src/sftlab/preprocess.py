@@ -34,7 +34,7 @@ from sftlab import __version__
 from sftlab.errors import ConfigError, DataError, SftlabError
 from sftlab.preprocess_stats import format_stats  # noqa: F401  (part of this module's API)
 from sftlab.preprocess_stats import percentiles as _percentiles
-from sftlab.utils import atomic_write_json, stable_hash
+from sftlab.utils import atomic_write_json, file_table, stable_hash
 
 logger = logging.getLogger(__name__)
 
@@ -176,23 +176,6 @@ def _augment_config(cfg: PreprocessConfig) -> Any:
     return AugmentConfig.from_dict(cfg.augment)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _file_table(root: Path) -> dict[str, dict[str, Any]]:
-    """Every file under ``root`` except the manifest, with size and SHA-256."""
-    table = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
-            table[p.relative_to(root).as_posix()] = {"size": p.stat().st_size, "sha256": _sha256_file(p)}
-    return table
-
-
 def check_cache(cache_dir: Path, key: str) -> str | None:
     """``None`` when ``cache_dir`` holds a complete, matching cache; else why not."""
     import json
@@ -214,7 +197,7 @@ def check_cache(cache_dir: Path, key: str) -> str | None:
     if not isinstance(files, dict) or not files:
         return "manifest lists no files"
     try:
-        actual = _file_table(cache_dir)
+        actual = file_table(cache_dir, exclude=MANIFEST)
     except OSError as e:
         return f"cannot read cache files ({e})"
     if actual != files:
@@ -354,12 +337,18 @@ def _skip(cfg: PreprocessConfig, rows: _Rows, cid: str, reason: str) -> None:
     rows.skipped[reason] += 1
 
 
+def encode_truncation(truncation: str) -> str:
+    """The side the masking encoder cuts on: ``drop`` encodes like ``right``, then the rows that were
+    cut are dropped (and counted) here; anything reading features as preprocessing made them does the same."""
+    return "right" if truncation == "drop" else truncation
+
+
 def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: bool) -> _Rows:
     """Mask every conversation; keep the rows that have a target (and fit, under ``truncation: drop``)."""
     import pyarrow as pa
 
     drop = cfg.truncation == "drop"
-    options = {"strategy": cfg.masking, "max_length": cfg.max_length, "truncation": "right" if drop else cfg.truncation,
+    options = {"strategy": cfg.masking, "max_length": cfg.max_length, "truncation": encode_truncation(cfg.truncation),
                "method": "fast", "train_on_eos": cfg.train_on_eos, "train_on_role_header": cfg.train_on_role_header}
     rows = _Rows(skipped=Counter(loaded.stats["skipped"]))
     cols: dict[str, list] = {"id": [], "input_ids": [], "labels": [], "attention_mask": []}
@@ -539,7 +528,7 @@ def preprocess(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "inputs": key_inputs,
                 "config": asdict(cfg),
-                "files": _file_table(build_dir),
+                "files": file_table(build_dir, exclude=MANIFEST),
             }
             atomic_write_json(build_dir / MANIFEST, manifest)  # last: marks the cache complete
             _install(build_dir, cache_dir, key)

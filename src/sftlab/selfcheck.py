@@ -209,12 +209,11 @@ class RunInspection:
 def inspect_run(rec: RunRecord, strategies: list[str], *, model_check: bool = True) -> RunInspection:
     """Load the run's tokenizer and training data, pick the example conversation and run every self-check."""
     from sftlab.models import load_tokenizer
+    from sftlab.preprocess import encode_truncation
 
     cfg = rec.config
     max_length = int(cfg.get("model_max_length") or 2048)
-    truncation = str(cfg.get("truncation") or "right")
-    if truncation == "drop":  # preprocessing encodes with right truncation, then drops what was cut
-        truncation = "right"
+    truncation = encode_truncation(str(cfg.get("truncation") or "right"))
     strategy = str(cfg.get("masking") or "assistant")
     tok = load_tokenizer(str(rec.train_dir))  # the tokenizer and chat template saved with the run
     convs, why = load_training_conversations(cfg, CHECK_CONVERSATIONS)

@@ -62,6 +62,25 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_table(root: str | os.PathLike, *, exclude: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every file under ``root`` (but one named ``exclude``, a manifest) with its size and SHA-256:
+    what a cache manifest records and is checked against."""
+    table = {}
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file() and p.name != exclude:
+            table[p.relative_to(root).as_posix()] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
+    return table
+
+
 def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
     """Identity of a file for cache keys: resolved path, size and modification time."""
     p = Path(path).resolve()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sftlab.cli.preprocess import positive_int
+
 HELP = "Measure sftlab against the naive pipeline, side by side: preprocessing, training, loss, generation."
 
 
@@ -12,20 +14,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_path", metavar="FILE", help="write all figures to this JSON file")
     p.add_argument("--only", metavar="PARTS",
                    help="comma-separated parts to run (machine, preprocess, loss, generate, train); default all")
-    p.add_argument("--eval-prompts", type=_at_least_one, metavar="N",
+    p.add_argument("--eval-prompts", type=positive_int, metavar="N",
                    help="generate part: IFEval prompts of the real evaluation workload (default 32; 16 with --quick)")
     p.add_argument("--eval-only", action="store_true",
                    help="generate part: measure only the real evaluation workload (skip the random-init comparison)")
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
-    return n
 
 
 def run(args: argparse.Namespace) -> int:

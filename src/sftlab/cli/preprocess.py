@@ -9,7 +9,7 @@ HELP = "Normalise and loss-mask conversations into a cached Arrow dataset; print
 
 
 def positive_int(text: str) -> int:
-    """argparse type of every count option of the data commands (preprocess, inspect, augment)."""
+    """argparse type of every count option (preprocess, inspect, augment, bench)."""
     try:
         v = int(text)
     except ValueError:

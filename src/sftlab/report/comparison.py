@@ -29,9 +29,9 @@ from sftlab.report.evals import (
     EvalData,
     binomial_se,
     group_figures,
+    instruction_deltas,
     noise_verdict,
     paired_figures,
-    per_instruction,
 )
 from sftlab.report.plots import plot_ifeval
 from sftlab.results import FIGURE_LABELS, pct
@@ -136,14 +136,7 @@ def _grouped_blocks(c: Comparison, ids: list[dict[str, Any]], split: TypeSplit,
 
 def section_per_instruction(c: Comparison, data: dict[str, Any]) -> Section:
     rec, base, ev, common = c.best_record, c.base, c.evals[c.best], c.commons[c.best]
-    before = per_instruction(base, common)
-    after = per_instruction(ev, common)
-    rows = []
-    for k in before:
-        b, a = before[k], after[k]
-        rows.append({"id": k, "n": b["n"], "strict_before": b["strict"], "strict_after": a["strict"],
-                     "loose_before": b["loose"], "loose_after": a["loose"],
-                     "d_strict": a["strict"] - b["strict"], "d_loose": a["loose"] - b["loose"]})
+    rows = instruction_deltas(base, ev, common)
     rows.sort(key=lambda x: (-x["d_strict"], -x["d_loose"], x["id"]))
     cats = [r for r in rows if r["id"].endswith(":*")]
     ids = [r for r in rows if not r["id"].endswith(":*")]

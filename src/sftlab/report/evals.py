@@ -77,6 +77,16 @@ def per_instruction(ev: EvalData, prompts: list[str]) -> dict[str, dict[str, Any
     return out
 
 
+def instruction_deltas(base: EvalData, ev: EvalData, prompts: list[str]) -> list[dict[str, Any]]:
+    """Per instruction id and category (``category:*``): n, strict and loose accuracy before and after,
+    and their changes (``d_strict``, ``d_loose``), as fractions; in :func:`per_instruction`'s order."""
+    before, after = per_instruction(base, prompts), per_instruction(ev, prompts)
+    return [{"id": k, "n": b["n"], "strict_before": b["strict"], "strict_after": after[k]["strict"],
+             "loose_before": b["loose"], "loose_after": after[k]["loose"],
+             "d_strict": after[k]["strict"] - b["strict"], "d_loose": after[k]["loose"] - b["loose"]}
+            for k, b in before.items()]
+
+
 def binomial_se(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
 
