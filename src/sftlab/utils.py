@@ -62,6 +62,11 @@ def stable_hash(obj: Any, length: int = 16) -> str:
     return hashlib.sha256(blob).hexdigest()[:length]
 
 
+def plural(n: int, noun: str) -> str:
+    """``"1 type"``, ``"3 types"``: report sentences and augmented instructions alike."""
+    return f"{n} {noun if n == 1 else noun + 's'}"
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()

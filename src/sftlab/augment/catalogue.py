@@ -43,6 +43,7 @@ from sftlab.augment.transforms import (
     _two_responses,
     _uppercase,
 )
+from sftlab.utils import plural
 
 # ---- the phrasing fields
 
@@ -52,10 +53,6 @@ def _quoted_list(words: list[str], last: str) -> str:
     if len(q) == 1:
         return f"the word {q[0]}"
     return "the words " + ", ".join(q[:-1]) + f" {last} " + q[-1]
-
-
-def _plural(n: int, noun: str, plural: str | None = None) -> str:
-    return f"{n} {noun if n == 1 else (plural or noun + 's')}"
 
 
 _ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth")
@@ -82,12 +79,12 @@ def _f_language(kw: dict[str, Any], rng: random.Random) -> dict[str, Any]:
 
 def _f_count(key: str, noun: str) -> Callable[[dict[str, Any], random.Random], dict[str, Any]]:
     def fields(kw: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-        return {**kw, "n_items": _plural(kw[key], noun)}
+        return {**kw, "n_items": plural(kw[key], noun)}
     return fields
 
 
 def _f_nth(kw: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    return {**kw, "n_items": _plural(kw["num_paragraphs"], "paragraph"), "nth": _ORDINALS[kw["nth_paragraph"] - 1]}
+    return {**kw, "n_items": plural(kw["num_paragraphs"], "paragraph"), "nth": _ORDINALS[kw["nth_paragraph"] - 1]}
 
 
 CATALOGUE: dict[str, Entry] = {e.id: e for e in (

@@ -19,7 +19,6 @@ from sftlab.report.document import (
     P,
     Section,
     Table,
-    plural,
     plus_minus,
     signed,
     trim,
@@ -36,6 +35,7 @@ from sftlab.report.evals import (
 from sftlab.report.plots import plot_ifeval
 from sftlab.results import FIGURE_LABELS, pct
 from sftlab.typesplit import HELD_OUT, OTHER, TRAINED, TypeSplit, type_split
+from sftlab.utils import plural
 
 # ---- section 6 --------------------------------------------------------------------------------
 

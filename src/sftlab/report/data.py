@@ -15,10 +15,10 @@ from sftlab.augment.stats import DROP_OVERLAP
 from sftlab.data import describe_data
 from sftlab.errors import SftlabError
 from sftlab.layout import STATS, TRAIN_CONFIG, TrainDir
-from sftlab.report.document import SECTION_TITLES, Block, Bullets, P, Section, Table, plural
+from sftlab.report.document import SECTION_TITLES, Block, Bullets, P, Section, Table
 from sftlab.results import RunRecord, first
 from sftlab.typesplit import TypeSplit, type_split
-from sftlab.utils import read_json
+from sftlab.utils import plural, read_json
 
 
 def read_stats(rec: RunRecord) -> tuple[dict[str, Any] | None, str]:

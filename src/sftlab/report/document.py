@@ -189,10 +189,6 @@ def plus_minus(se: float | None) -> str:
     return "n/a" if se is None or math.isnan(se) else f"±{100 * se:.1f}"
 
 
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun if n == 1 else noun + 's'}"
-
-
 def trim(text: str, n: int = TRIM_CHARS) -> str:
     text = text.strip()
     return text if len(text) <= n else text[:n].rstrip() + f" … [trimmed; {len(text)} characters in all]"
