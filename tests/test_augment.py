@@ -360,6 +360,29 @@ def test_types_restrict_the_catalogue_and_ratio_mixes_plain_conversations(real):
     assert all("augment" not in r for r in none)
 
 
+def test_type_weights_shift_the_draw_and_multiply(real):
+    cfg = A.AugmentConfig(type_weights={"transform": 3, "no_comma": 2}, holdout_types=["json_format"])
+    weights = dict(zip(cfg.active_types(), cfg.draw_weights(), strict=True))
+    assert weights["punctuation:no_comma"] == 6.0 and weights["detectable_format:title"] == 3.0
+    assert weights["keywords:existence"] == 1.0 and "detectable_format:json_format" not in weights
+    assert A.AugmentConfig().draw_weights() is None
+
+    def drawn(c):
+        records, _ = A.augment_conversations(real[:150], c)
+        ids = [i for r in records if "augment" in r for i in r["augment"]["instruction_id_list"]]
+        return sum(A.CATALOGUE[i].kind == "relabel" for i in ids) / len(ids), records
+
+    share_uniform, _ = drawn(A.AugmentConfig(seed=3))
+    share_relabel, records = drawn(A.AugmentConfig(seed=3, type_weights={"relabel": 10}))
+    share_transform, _ = drawn(A.AugmentConfig(seed=3, type_weights={"transform": 10}))
+    assert share_transform < share_uniform - 0.15 and share_relabel > share_uniform + 0.15
+    aug = [r for r in records if "augment" in r]
+    assert _rescore(aug)["metrics"]["prompt_level_strict_acc"] == 1.0  # weights change the mix, not the checks
+    # Unset weights keep the uniform draw (the bytes written before weights existed).
+    again, _ = A.augment_conversations(real[:20], A.AugmentConfig(seed=3))
+    assert again == A.augment_conversations(real[:20], A.AugmentConfig(seed=3, type_weights=None))[0]
+
+
 def test_config_errors_are_one_line_with_suggestions():
     with pytest.raises(ConfigError, match="unknown instruction type 'no_coma' in types; did you mean 'no_comma'"):
         A.AugmentConfig(types=["no_coma"])
@@ -369,6 +392,12 @@ def test_config_errors_are_one_line_with_suggestions():
         A.AugmentConfig(max_instructions=4)
     with pytest.raises(ConfigError, match="ratio must be a number from 0 to 1"):
         A.AugmentConfig(ratio=1.5)
+    with pytest.raises(ConfigError, match="type_weights: 'title' needs a positive number, got 0"):
+        A.AugmentConfig(type_weights={"title": 0})
+    with pytest.raises(ConfigError, match="unknown instruction type 'titel' in type_weights; did you mean 'title'"):
+        A.AugmentConfig(type_weights={"titel": 2})
+    with pytest.raises(ConfigError, match="type_weights must be a mapping"):
+        A.AugmentConfig(type_weights=["title"])
     with pytest.raises(ConfigError, match="unknown augment key 'holdout'; did you mean 'holdout_types'"):
         A.AugmentConfig.from_dict({"holdout": ["title"]})
     cfg = A.AugmentConfig.from_dict({"types": "title,no_comma", "seed": 2})
@@ -432,6 +461,8 @@ def test_cli_writes_jsonl_and_stats_deterministically(cli, tmp_path, ifeval_file
     (("--types", "no_coma"), "unknown instruction type 'no_coma' in types; did you mean 'no_comma'?"),
     (("--holdout-types", "titel"), "did you mean 'title'?"),
     (("--ratio", "2"), "argument --ratio: expected a number from 0 to 1, got 2"),
+    (("--type-weights", "transform"), "argument --type-weights: expected NAME=WEIGHT pairs"),
+    (("--type-weights", "titel=2"), "unknown instruction type 'titel' in type_weights; did you mean 'title'?"),
     (("--max-instructions", "4"), "argument --max-instructions: invalid choice"),
     (("--no-decontaminate",), "--no-decontaminate has no effect without --ifeval-data"),
     (("--ifeval-data", "/nonexistent/ifeval.jsonl"), "IFEval input file not found"),

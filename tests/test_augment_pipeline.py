@@ -47,6 +47,15 @@ def test_config_validates_the_augment_block(tiny_model_dir, sharegpt_file):
         load_config(None, _train_cfg(tiny_model_dir, sharegpt_file, truncation="middle"))
     cfg, _ = load_config(None, _train_cfg(tiny_model_dir, sharegpt_file))
     assert cfg.augment is None
+    # `sftlab train` on a config with an eval block decontaminates against its IFEval inputs, as `run` does.
+    ev = {"ifeval_data": "ifeval/input_data.jsonl", "sample": 10}
+    cfg, _ = load_config(None, _train_cfg(tiny_model_dir, sharegpt_file, augment={"seed": 1}, eval=ev))
+    assert cfg.augment["ifeval_data"] == "ifeval/input_data.jsonl"
+    for own in ({"ifeval_data": "other.jsonl"}, {"decontaminate": False}):
+        cfg, _ = load_config(None, _train_cfg(tiny_model_dir, sharegpt_file, augment=own, eval=ev))
+        assert cfg.augment["ifeval_data"] == own.get("ifeval_data")
+    cfg, _ = load_config(None, _train_cfg(tiny_model_dir, sharegpt_file, augment={"type_weights": {"transform": 3}}))
+    assert cfg.augment["type_weights"] == {"transform": 3} and cfg.augment["ifeval_data"] is None
 
 
 def test_preprocess_augments_verifiably_and_keys_the_cache(tokenizer, tokenizer_dir, sharegpt_file, ifeval_dir,

@@ -271,7 +271,7 @@ def test_data_section_reads_what_preprocessing_wrote(tmp_path, tokenizer, tokeni
     data = tmp_path / "convs.jsonl"
     data.write_text("".join(json.dumps({"id": f"c{i}", "messages": m}) + "\n" for i, m in enumerate(convs)),
                     encoding="utf-8")
-    block = {"holdout_types": ["no_comma"], "max_instructions": 3, "seed": 1,
+    block = {"holdout_types": ["no_comma"], "max_instructions": 3, "seed": 1, "type_weights": {"transform": 3},
              "ifeval_data": str(ifeval_dir / "input_data.jsonl")}
     td = fake_train_dir(tmp_path / "run" / "train", tokenizer, augment=block, data=str(data))
     result = preprocess(PreprocessConfig(data=str(data), tokenizer=str(tokenizer_dir), chat_template="chatml",
@@ -290,6 +290,7 @@ def test_data_section_reads_what_preprocessing_wrote(tmp_path, tokenizer, tokeni
     assert f"`{NO_COMMA}`" not in {r for r in rows if r.startswith("`")}  # held out: never attempted
     assert f"{aug['augmented']} of the {aug['written']} conversations augmentation wrote carry" in text
     assert f"1 type was held out of training: `{NO_COMMA}`." in text
+    assert any(f"held out: `{NO_COMMA}`; drawn with weights transform 3 (others 1)." in i for b in sec for i in b.items)
     assert out["data"][0]["augment"] == aug
     # What training sees: the kept rows split into augmented and plain, counted from the saved features.
     from sftlab.augment import AugmentConfig, augment_conversations

@@ -391,7 +391,20 @@ def _split_keys(raw: dict[str, Any]) -> tuple[TrainConfig, dict[str, Any]]:
             ta_kwargs[key] = check_value(key, value, theirs[key]) if value is not None else None
         else:
             raise ConfigError(f"unknown config key '{key}'{suggest(key, valid + list(ALIAS_NAMES))}")
+    _decontaminate_against_eval(sft_kwargs)
     return TrainConfig(**sft_kwargs), ta_kwargs
+
+
+def _decontaminate_against_eval(sft_kwargs: dict[str, Any]) -> None:
+    """An ``augment:`` block without ``ifeval_data`` takes the config's own ``eval.ifeval_data``.
+
+    Why: ``sftlab train`` on a demo config must build the same decontaminated data as ``sftlab run``
+    does with it; the prompts a config is scored on never reach its training data.
+    """
+    aug, ev = sft_kwargs.get("augment"), sft_kwargs.get("eval")
+    if aug and aug.get("decontaminate", True) and not aug.get("ifeval_data") and isinstance(ev, dict) \
+            and ev.get("ifeval_data"):
+        aug["ifeval_data"] = str(ev["ifeval_data"])
 
 
 def _validate_train_config(cfg: TrainConfig) -> None:

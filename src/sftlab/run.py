@@ -17,7 +17,7 @@ a message; a half-done stage resumes (training from its last checkpoint, evaluat
 directory never mixes two experiments.
 
 The ``eval:`` block carries ``ifeval_data``, ``limit`` or ``sample`` (+ ``seed``, ``sample_offset``),
-``max_new_tokens``, ``batch_size``, and optionally ``system_prompt`` and ``backend``.
+``max_new_tokens``, ``batch_size``, and optionally ``system_prompt``, ``backend`` and ``dtype``.
 """
 
 from __future__ import annotations

@@ -25,6 +25,9 @@ class AugmentConfig:
     the colon (``no_comma``) or a category (``change_case``). ``holdout_types``: never used, so an
     evaluation can tell transfer to unseen constraint types from learning trained ones.
     ``ratio``: fraction of (decontaminated) conversations that get instructions; the rest stay plain.
+    ``type_weights``: relative draw weights, ``{name: weight}`` with names as in ``types`` or a kind
+    (``transform``: the reply is rewritten; ``relabel``: the instruction is fitted to the reply as it
+    is); weights of matching names multiply, unnamed types weigh 1. None draws uniformly.
     ``ngram``: decontamination n-gram length in words. ``decontaminate``: on by default; effective
     whenever ``ifeval_data`` (or ``ifeval_prompts``) is given.
     """
@@ -33,6 +36,7 @@ class AugmentConfig:
     holdout_types: list[str] = field(default_factory=list)
     max_instructions: int = 3
     ratio: float = 1.0
+    type_weights: dict[str, float] | None = None
     seed: int = 0
     ngram: int = 8
     decontaminate: bool = True
@@ -54,6 +58,7 @@ class AugmentConfig:
             raise ConfigError(f"augment seed must be an integer, got {self.seed!r}")
         # Validate names now: a typo must fail before any work is done.
         self.active_types()
+        self.draw_weights()
 
     @classmethod
     def from_dict(cls, block: dict[str, Any] | None) -> AugmentConfig:
@@ -95,6 +100,34 @@ class AugmentConfig:
         if not out and self.ratio > 0:
             raise ConfigError("no instruction types left to augment with (check types and holdout_types)")
         return out
+
+    def draw_weights(self) -> list[float] | None:
+        """One weight per :meth:`active_types` id (None when ``type_weights`` is unset: uniform).
+
+        Why multiplicative: ``{transform: 3, no_comma: 2}`` then means what it reads as (no_comma,
+        a transform, weighs 6) whatever the order of the keys.
+        """
+        if self.type_weights is None:
+            return None
+        if not isinstance(self.type_weights, dict) or not self.type_weights:
+            raise ConfigError("augment type_weights must be a mapping of instruction types (or 'transform', "
+                              f"'relabel') to positive numbers, got {self.type_weights!r}")
+        pool = self.active_types()
+        weights = dict.fromkeys(pool, 1.0)
+        for name, w in self.type_weights.items():
+            if isinstance(w, bool) or not isinstance(w, int | float) or not w > 0:
+                raise ConfigError(f"augment type_weights: '{name}' needs a positive number, got {w!r} "
+                                  "(to never use a type, put it in holdout_types)")
+            hits = ([i for i in CATALOGUE if CATALOGUE[i].kind == name] if name in KINDS
+                    else resolve_types([name], what="type_weights"))
+            for iid in hits:
+                if iid in weights:
+                    weights[iid] *= float(w)
+        return [weights[i] for i in pool]
+
+
+KINDS = ("transform", "relabel")
+"""Names ``type_weights`` accepts besides instruction types: every entry of that kind."""
 
 
 def resolve_types(names: Iterable[str], *, what: str = "types") -> list[str]:

@@ -40,13 +40,16 @@ def verify(prompt: str, response: str, ids: list[str], kwargs: list[dict[str, An
     return [check_instruction(registry, inp, i, response, [])[0] for i in range(len(ids))]
 
 
-def _draw_types(rng: random.Random, pool: list[str], k_max: int, conflict: dict[str, set[str]]) -> list[str]:
-    """1..k_max mutually compatible ids (fewer when conflicts leave no room)."""
+def _draw_types(rng: random.Random, pool: list[str], k_max: int, conflict: dict[str, set[str]],
+                weights: list[float] | None = None) -> list[str]:
+    """1..k_max mutually compatible ids (fewer when conflicts leave no room), drawn with ``weights``
+    (one per ``pool`` id; None = uniform, drawn exactly as before weights existed)."""
     k = rng.choices(range(1, k_max + 1), weights=(5, 4, 2)[:k_max])[0]
     picked: list[str] = []
+    weight = dict(zip(pool, weights, strict=True)) if weights is not None else None
     cands = list(pool)
     while cands and len(picked) < k:
-        iid = rng.choice(cands)
+        iid = rng.choice(cands) if weight is None else rng.choices(cands, weights=[weight[c] for c in cands])[0]
         picked.append(iid)
         cands = [c for c in cands if c not in conflict.get(iid, {iid}) and iid not in conflict.get(c, {c})]
     return picked
@@ -131,6 +134,7 @@ def augment_conversations(
 
     ensure_punkt()
     pool = cfg.active_types()
+    weights = cfg.draw_weights()
     conflict = conflicts()
     stats = AugmentStats(conversations_in=len(conversations))
     decon = None
@@ -158,7 +162,7 @@ def augment_conversations(
         record = None
         if pool and rng.random() < cfg.ratio:
             for _ in range(MAX_ATTEMPTS):
-                record = augment_one(messages, _draw_types(rng, pool, cfg.max_instructions, conflict), rng,
+                record = augment_one(messages, _draw_types(rng, pool, cfg.max_instructions, conflict, weights), rng,
                                      stats, decon)
                 if record is not None:
                     break

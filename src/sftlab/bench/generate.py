@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -40,10 +39,13 @@ def shared_dir() -> Path:
 
 
 def load_prompts(n: int, seed: int = 0) -> list[str]:
+    """The first ``n`` of the prompts ``sftlab eval --sample n --seed seed`` scores (same selection)."""
+    from sftlab.ifeval import sample_order
+
     path = shared_dir() / "ifeval" / "input_data.jsonl"
     with open(path, encoding="utf-8") as f:
         prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
-    return random.Random(seed).sample(prompts, min(n, len(prompts)))
+    return [prompts[i] for i in sample_order(len(prompts), min(n, len(prompts)), seed)]
 
 
 def build_model(seed: int = 0):

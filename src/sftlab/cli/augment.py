@@ -25,6 +25,20 @@ def _names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _weights(text: str) -> dict[str, float]:
+    """``transform=3,no_comma=2`` -> ``{"transform": 3.0, "no_comma": 2.0}``."""
+    out: dict[str, float] = {}
+    for part in _names(text):
+        name, sep, value = part.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT pairs (transform=3,no_comma=2), got '{part}'") from None
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT pairs (transform=3,no_comma=2), got '{part}'")
+    return out
+
+
 def _one_line_error(message: str) -> None:
     """Bad options are one line on stderr and exit 2, like every other user error (no usage dump)."""
     print(f"sftlab augment: error: {message} (see sftlab augment --help)", file=sys.stderr)
@@ -51,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(change_case); default: all")
     p.add_argument("--holdout-types", type=_names, default=[], metavar="T,...",
                    help="instruction types never used, to measure transfer to unseen constraint types")
+    p.add_argument("--type-weights", type=_weights, default=None, metavar="NAME=W,...",
+                   help="relative draw weights by type, category or kind (transform: the reply is rewritten; "
+                        "relabel: the instruction fits the reply); matching weights multiply, others weigh 1")
     p.add_argument("--max-instructions", type=int, choices=(1, 2, 3), default=3, metavar="K",
                    help="at most K instructions per conversation, 1 to 3 (default 3)")
     p.add_argument("--ratio", type=_fraction, default=1.0, metavar="R",
@@ -78,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_decontaminate and args.ifeval_data is None:
         raise ConfigError("--no-decontaminate has no effect without --ifeval-data; drop it")
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
-                        ratio=args.ratio, seed=args.seed, ngram=args.ngram, decontaminate=not args.no_decontaminate,
+                        ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram, decontaminate=not args.no_decontaminate,
                         ifeval_data=args.ifeval_data)
     # IFEval inputs first: a bad --ifeval-data must fail before any reading or output.
     prompts = load_ifeval_prompts(args.ifeval_data) if args.ifeval_data and cfg.decontaminate else None

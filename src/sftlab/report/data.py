@@ -107,6 +107,8 @@ def _augment_blocks(aug: dict[str, Any], split: TypeSplit) -> list[Block]:
         f"{overlap} instructions dropped because their wording overlapped one.",
         f"Instruction types drawn from: {len(split.trained)}"
         + (f"; held out: {', '.join(f'`{t}`' for t in split.held_out)}" if split.held_out else "; none held out")
+        + (f"; drawn with weights {', '.join(f'{k} {v:g}' for k, v in cfg['type_weights'].items())} (others 1)"
+           if cfg.get("type_weights") else "; drawn uniformly")
         + ".",
     ]
     rows = []
