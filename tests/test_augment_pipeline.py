@@ -14,7 +14,13 @@ import yaml
 
 from sftlab.config import load_config
 from sftlab.errors import ConfigError
-from sftlab.preprocess import SKIP_NO_TRAINED, SKIP_OVERLONG, PreprocessConfig, preprocess
+from sftlab.preprocess import (
+    SKIP_NO_TRAINED,
+    SKIP_OVERLONG,
+    SKIP_OVERLONG_AUGMENTED,
+    PreprocessConfig,
+    preprocess,
+)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +114,36 @@ def test_truncation_drop_skips_and_counts_overlong_conversations(tokenizer, toke
     assert SKIP_NO_TRAINED not in dropped.stats["skipped"]
     assert dropped.stats["kept"] == cut.stats["kept"] - cut.stats["truncated"]
     assert max(len(x) for x in dropped.dataset["input_ids"]) <= 256
+
+
+def test_drop_augmented_cuts_plain_conversations_and_drops_augmented_ones(tokenizer, tokenizer_dir, sharegpt_file,
+                                                                         ifeval_dir, tmp_path):
+    base = dict(data=str(sharegpt_file), tokenizer=str(tokenizer_dir), chat_template="chatml", num_proc=1)
+    block = {"ratio": 0.5, "seed": 3, "ifeval_data": str(ifeval_dir / "input_data.jsonl")}
+    whole = preprocess(PreprocessConfig(**base, max_length=100_000, augment=block), tmp_path, tokenizer=tokenizer,
+                       progress=False)
+    mixed = preprocess(PreprocessConfig(**base, max_length=256, truncation="drop_augmented", augment=block), tmp_path,
+                       tokenizer=tokenizer, progress=False)
+    ids = whole.dataset["id"]
+    lengths = dict(zip(ids, (len(x) for x in whole.dataset["input_ids"]), strict=True))
+    from sftlab.augment import AugmentConfig, augment_conversations
+    from sftlab.data import load_conversations
+
+    loaded = load_conversations(str(sharegpt_file))
+    records, _ = augment_conversations(loaded.conversations, AugmentConfig.from_dict(block), ids=loaded.ids)
+    augmented = {r["id"] for r in records if "augment" in r}
+    long_aug = {c for c in ids if lengths[c] > 256 and c in augmented}
+    long_plain = {c for c in ids if lengths[c] > 256 and c not in augmented}
+    assert long_aug and long_plain  # the fixture has both kinds
+    kept = set(mixed.dataset["id"])
+    assert not kept & long_aug and kept & long_plain
+    assert mixed.stats["skipped"][SKIP_OVERLONG_AUGMENTED] == len(long_aug)
+    # Plain ones are cut; only those whose cut left no reply token (a long prompt) go, counted as such.
+    assert SKIP_OVERLONG not in mixed.stats["skipped"] and mixed.stats["truncated"] == len(kept & long_plain)
+    assert mixed.stats["skipped"].get(SKIP_NO_TRAINED, 0) == len(long_plain - kept)
+    cut = [x for c, x in zip(mixed.dataset["id"], mixed.dataset["labels"], strict=True) if c in long_plain]
+    assert all(len(x) == 256 and x[-1] != -100 for x in cut)  # the first 256 tokens, ending inside the reply
+    assert mixed.stats["augment"]["kept_augmented"] == len(augmented) - len(long_aug)
 
 
 def test_run_points_augmentation_at_its_ifeval_inputs(tmp_path, tiny_model_dir, sharegpt_file, ifeval_dir):

@@ -44,8 +44,10 @@ STATS = "stats.json"
 DATA_DIR = "data"
 SKIP_NO_TRAINED = "no trained tokens after truncation"
 SKIP_OVERLONG = "longer than max_length (truncation: drop)"
-#: What to do with a conversation longer than ``max_length``: cut it on one side, or drop it (counted).
-TRUNCATION_CHOICES = ("right", "left", "drop")
+SKIP_OVERLONG_AUGMENTED = "augmented and longer than max_length (truncation: drop_augmented)"
+#: What to do with a conversation longer than ``max_length``: cut it on one side, drop it (counted),
+#: or drop it only when augmentation gave it instructions and cut the plain ones on the right.
+TRUNCATION_CHOICES = ("right", "left", "drop", "drop_augmented")
 _PARALLEL_MIN = 64  # below this many conversations, worker start-up costs more than it saves
 #: Conversations per worker task, each encoded with one batched tokenizer call (the bench uses it too).
 ENCODE_BATCH = 64
@@ -338,16 +340,32 @@ def _skip(cfg: PreprocessConfig, rows: _Rows, cid: str, reason: str) -> None:
 
 
 def encode_truncation(truncation: str) -> str:
-    """The side the masking encoder cuts on: ``drop`` encodes like ``right``, then the rows that were
-    cut are dropped (and counted) here; anything reading features as preprocessing made them does the same."""
-    return "right" if truncation == "drop" else truncation
+    """The side the masking encoder cuts on: ``drop`` and ``drop_augmented`` encode like ``right``, then
+    the rows to drop are dropped (and counted) here; anything reading features as preprocessing made
+    them does the same."""
+    return "right" if truncation in ("drop", "drop_augmented") else truncation
+
+
+def overlong_skip(truncation: str, augmented: bool) -> str | None:
+    """Why a conversation that did not fit is dropped, or None when it is kept cut.
+
+    Why ``drop_augmented``: an augmented reply cut short no longer satisfies the instructions it was
+    verified against, so it must go; a plain reply cut short is still honest text, and a long one
+    cut without its end-of-turn token teaches that answers may run on, against the brevity that a
+    set of only short conversations would teach.
+    """
+    if truncation == "drop":
+        return SKIP_OVERLONG
+    if truncation == "drop_augmented" and augmented:
+        return SKIP_OVERLONG_AUGMENTED
+    return None
 
 
 def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: bool) -> _Rows:
-    """Mask every conversation; keep the rows that have a target (and fit, under ``truncation: drop``)."""
+    """Mask every conversation; keep the rows that have a target (and fit, under ``truncation: drop``;
+    fit or are plain, under ``drop_augmented``)."""
     import pyarrow as pa
 
-    drop = cfg.truncation == "drop"
     options = {"strategy": cfg.masking, "max_length": cfg.max_length, "truncation": encode_truncation(cfg.truncation),
                "method": "fast", "train_on_eos": cfg.train_on_eos, "train_on_role_header": cfg.train_on_role_header}
     rows = _Rows(skipped=Counter(loaded.stats["skipped"]))
@@ -357,8 +375,9 @@ def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: b
     for cid, (feats, info) in zip(loaded.ids, encoded, strict=True):
         n_trained = sum(1 for x in feats["labels"] if x != -100)
         rows.fallbacks += info["fallback_boundaries"]
-        if drop and info["truncated"]:
-            _skip(cfg, rows, cid, SKIP_OVERLONG)
+        why = overlong_skip(cfg.truncation, cid in loaded.augmented) if info["truncated"] else None
+        if why:
+            _skip(cfg, rows, cid, why)
             continue
         if n_trained == 0:
             _skip(cfg, rows, cid, SKIP_NO_TRAINED)

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from sftlab.errors import SftlabError
     from sftlab.masking import IGNORE_INDEX, encode_conversation_with_info, message_plan, prefix_lengths_fast
     from sftlab.models import load_tokenizer
+    from sftlab.preprocess import encode_truncation
 
     if args.index < 0:
         raise SftlabError(f"--index must be 0 or more, got {args.index}")
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer, chat_template=args.chat_template)
     [messages], folded = fit_to_template([loaded.conversations[args.index]], tok)
     controls = {"train_on_eos": args.train_on_eos, "train_on_role_header": args.train_on_role_header}
-    truncation = "right" if args.truncation == "drop" else args.truncation
+    truncation = encode_truncation(args.truncation)
     feats, info = encode_conversation_with_info(
         messages, tok, strategy=args.masking, max_length=args.max_length, truncation=truncation, **controls
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sftlab.preprocess import TRUNCATION_CHOICES
+
 HELP = "Normalise and loss-mask conversations into a cached Arrow dataset; print and write statistics."
 
 
@@ -46,9 +48,10 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                         "(ChatML: <|im_start|>assistant and its newline)")
     p.add_argument("--max-length", type=positive_int, default=2048, metavar="N",
                    help="truncate sequences to N tokens after masking (default 2048)")
-    p.add_argument("--truncation", choices=("right", "left", "drop"), default="right",
-                   help="keep the first (right, default) or the last (left) max-length tokens, or drop (and "
-                        "count) conversations longer than max-length")
+    p.add_argument("--truncation", choices=TRUNCATION_CHOICES, default="right",
+                   help="keep the first (right, default) or the last (left) max-length tokens, drop (and "
+                        "count) conversations longer than max-length, or drop_augmented: drop only those "
+                        "augmentation gave instructions, cut the plain ones on the right")
     p.add_argument("--max-rounds", type=positive_int, default=None, metavar="N",
                    help="keep the first N user->assistant rounds of each conversation")
     p.add_argument("--strict", action="store_true", help="make any skipped record or unknown role an error")
