@@ -394,6 +394,8 @@ def test_config_errors_are_one_line_with_suggestions():
         A.AugmentConfig(ratio=1.5)
     with pytest.raises(ConfigError, match="type_weights: 'title' needs a positive number, got 0"):
         A.AugmentConfig(type_weights={"title": 0})
+    with pytest.raises(ConfigError, match="type_weights: 'relabel' needs a positive number, got inf"):
+        A.AugmentConfig(type_weights={"relabel": float("inf")})
     with pytest.raises(ConfigError, match="unknown instruction type 'titel' in type_weights; did you mean 'title'"):
         A.AugmentConfig(type_weights={"titel": 2})
     with pytest.raises(ConfigError, match="type_weights must be a mapping"):

@@ -115,7 +115,7 @@ class AugmentConfig:
         pool = self.active_types()
         weights = dict.fromkeys(pool, 1.0)
         for name, w in self.type_weights.items():
-            if isinstance(w, bool) or not isinstance(w, int | float) or not w > 0:
+            if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < float("inf"):
                 raise ConfigError(f"augment type_weights: '{name}' needs a positive number, got {w!r} "
                                   "(to never use a type, put it in holdout_types)")
             hits = ([i for i in CATALOGUE if CATALOGUE[i].kind == name] if name in KINDS
