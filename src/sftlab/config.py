@@ -402,9 +402,22 @@ def _decontaminate_against_eval(sft_kwargs: dict[str, Any]) -> None:
     does with it; the prompts a config is scored on never reach its training data.
     """
     aug, ev = sft_kwargs.get("augment"), sft_kwargs.get("eval")
-    if aug and aug.get("decontaminate", True) and not aug.get("ifeval_data") and isinstance(ev, dict) \
-            and ev.get("ifeval_data"):
-        aug["ifeval_data"] = str(ev["ifeval_data"])
+    if aug and isinstance(ev, dict) and ev.get("ifeval_data"):
+        sft_kwargs["augment"] = augment_decontaminated(aug, str(ev["ifeval_data"]))
+
+
+def augment_decontaminated(block: Any, ifeval_data: str) -> Any:
+    """An ``augment:`` block (``True`` or a mapping) pointed at ``ifeval_data`` for decontamination,
+    unless it turns decontamination off or names its own IFEval inputs; other values as they are.
+
+    The one rule for ``sftlab train`` (the config's ``eval.ifeval_data``) and ``run``/``sweep`` (the
+    experiment's IFEval inputs, see :func:`sftlab.stages.decontaminate_against`).
+    """
+    if block is True:
+        return {"ifeval_data": ifeval_data}
+    if isinstance(block, dict) and block.get("decontaminate", True) and not block.get("ifeval_data"):
+        return {**block, "ifeval_data": ifeval_data}
+    return block
 
 
 def _validate_train_config(cfg: TrainConfig) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from sftlab.config import read_config_file
+from sftlab.config import augment_decontaminated, read_config_file
 from sftlab.errors import ConfigError, SftlabError, suggest
 from sftlab.layout import EvalDir, TrainDir
 from sftlab.utils import atomic_write_json, atomic_write_text, log, read_json
@@ -275,11 +275,8 @@ def decontaminate_against(train_cfg: dict[str, Any], settings: EvalSettings) -> 
     evaluates on IFEval, its augmentation is decontaminated against exactly those inputs (unless the
     block turns decontamination off or names other inputs).
     """
-    aug = train_cfg.get("augment")
-    if isinstance(aug, dict) and aug.get("decontaminate", True) and not aug.get("ifeval_data"):
-        train_cfg["augment"] = {**aug, "ifeval_data": settings.ifeval_data}
-    elif aug is True:
-        train_cfg["augment"] = {"ifeval_data": settings.ifeval_data}
+    if "augment" in train_cfg:
+        train_cfg["augment"] = augment_decontaminated(train_cfg["augment"], settings.ifeval_data)
     return train_cfg
 
 
