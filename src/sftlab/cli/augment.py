@@ -31,11 +31,11 @@ def _weights(text: str) -> dict[str, float]:
     for part in _names(text):
         name, sep, value = part.partition("=")
         try:
+            if not sep or not name.strip():
+                raise ValueError(part)
             out[name.strip()] = float(value)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT pairs (transform=3,no_comma=2), got '{part}'") from None
-        if not sep or not name.strip():
-            raise argparse.ArgumentTypeError(f"expected NAME=WEIGHT pairs (transform=3,no_comma=2), got '{part}'")
     return out
 
 
@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     if args.no_decontaminate and args.ifeval_data is None:
         raise ConfigError("--no-decontaminate has no effect without --ifeval-data; drop it")
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
-                        ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram, decontaminate=not args.no_decontaminate,
-                        ifeval_data=args.ifeval_data)
+                        ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram,
+                        decontaminate=not args.no_decontaminate, ifeval_data=args.ifeval_data)
     # IFEval inputs first: a bad --ifeval-data must fail before any reading or output.
     prompts = load_ifeval_prompts(args.ifeval_data) if args.ifeval_data and cfg.decontaminate else None
     loaded = load_conversations(args.data, conversation_field=args.conversation_field, max_samples=args.max_samples,
