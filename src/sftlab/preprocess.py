@@ -75,6 +75,8 @@ class PreprocessConfig:
     system_prompt: str | None = None
     #: A validated ``augment:`` block (:class:`sftlab.augment.AugmentConfig` as a mapping), or None.
     augment: dict | None = None
+    #: The model being fine-tuned: it answers the prompts when ``augment.replies`` is ``model``.
+    model: str | None = None
 
     @classmethod
     def from_train_config(cls, cfg: Any, sample_seed: int | None = None) -> PreprocessConfig:
@@ -85,7 +87,7 @@ class PreprocessConfig:
             truncation=cfg.truncation, max_rounds=cfg.max_rounds, max_samples=cfg.max_samples,
             sample_seed=sample_seed, strict=cfg.strict, num_proc=cfg.num_proc, augment=cfg.augment,
             system_prompt=cfg.system_prompt, train_on_eos=getattr(cfg, "train_on_eos", True),
-            train_on_role_header=getattr(cfg, "train_on_role_header", True),
+            train_on_role_header=getattr(cfg, "train_on_role_header", True), model=cfg.model,
         )
 
     def validate(self) -> None:
@@ -105,6 +107,8 @@ class PreprocessConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.num_proc, int) or self.num_proc < 1:
             raise ConfigError(f"num_proc must be a positive integer, got {self.num_proc!r}")
+        if _self_distilled(self) and not self.model:
+            raise ConfigError("augment replies: model needs the model that answers (the config's 'model')")
 
 
 @dataclass
@@ -150,6 +154,7 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
     import tokenizers
 
     from sftlab.data import source_fingerprint
+    from sftlab.replies import reply_settings
 
     return {
         "cache_format": CACHE_FORMAT,
@@ -167,6 +172,9 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
         "truncation": cfg.truncation,
         # Only present when set, so that caches built without augmentation keep their keys.
         **({"augment": _augment_config(cfg).cache_info()} if cfg.augment is not None else {}),
+        # The answering model's identity: new weights mean new replies, so a new cache.
+        **({"replies": reply_settings(str(cfg.model), tokenizer, _augment_config(cfg).reply_max_new_tokens)}
+           if _self_distilled(cfg) else {}),
         **({"system_prompt": cfg.system_prompt} if cfg.system_prompt is not None else {}),
         **{k: False for k in ("train_on_eos", "train_on_role_header") if getattr(cfg, k) is False},
     }
@@ -176,6 +184,11 @@ def _augment_config(cfg: PreprocessConfig) -> Any:
     from sftlab.augment import AugmentConfig
 
     return AugmentConfig.from_dict(cfg.augment)
+
+
+def _self_distilled(cfg: PreprocessConfig) -> bool:
+    """Whether the model answers the prompts itself (``augment.replies: model``)."""
+    return cfg.augment is not None and _augment_config(cfg).replies == "model"
 
 
 def check_cache(cache_dir: Path, key: str) -> str | None:
@@ -304,6 +317,12 @@ def _load(cfg: PreprocessConfig, tokenizer: Any, progress: bool) -> Any:
     if folded:
         loaded.stats["folded_tool_turns"] = folded
         loaded.stats["notes"].append(f"the chat template has no tool role: {folded} tool turns folded into user turns")
+    if _self_distilled(cfg) and loaded.conversations:
+        from sftlab.replies import self_distill
+
+        done = self_distill(loaded, str(cfg.model), tokenizer, max_length=cfg.max_length,
+                            max_new_tokens=_augment_config(cfg).reply_max_new_tokens, progress=progress)
+        print(done.format(), file=sys.stderr, flush=True)
     if cfg.augment is not None and loaded.conversations:
         from sftlab.augment import augment_loaded
 
@@ -434,7 +453,7 @@ def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, 
     }
     stats.update({k: False for k in ("train_on_eos", "train_on_role_header") if getattr(cfg, k) is False})
     stats.update({"weighted_conversations": len(rows.weights)} if rows.weights else {})
-    for key in ("augment", "sources", "mix", "system_prompt_added", "folded_tool_turns"):
+    for key in ("augment", "replies", "sources", "mix", "system_prompt_added", "folded_tool_turns"):
         if key in loaded.stats:
             stats[key] = loaded.stats[key]
     if "augment" in stats:  # what training sees, after the drops above

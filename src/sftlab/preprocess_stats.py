@@ -37,6 +37,11 @@ def format_stats(stats: dict) -> str:
         "length (before truncation): p50 {p50:g}  p90 {p90:g}  p99 {p99:g}  max {max}".format(**stats["length"]),
         f"truncated ({stats['truncation']} side, max_length {stats['max_length']}): {stats['truncated']}",
     ]
+    rep = stats.get("replies")
+    if rep:
+        lines.append(f"self-distilled replies ({rep['model']}, up to {rep['max_new_tokens']} new tokens): "
+                     f"{rep['replaced']} of {rep['conversations_in']} conversations answered by the model"
+                     + "".join(f", {n} dropped: {r}" for r, n in sorted(rep["skipped"].items())))
     aug = stats.get("augment")
     if aug:
         lines.append(f"augmented: {aug['augmented']} with verified instructions, {aug['plain']} plain, "

@@ -30,6 +30,9 @@ class AugmentConfig:
     is); weights of matching names multiply, unnamed types weigh 1. None draws uniformly.
     ``ngram``: decontamination n-gram length in words. ``decontaminate``: on by default; effective
     whenever ``ifeval_data`` (or ``ifeval_prompts``) is given.
+    ``replies``: ``dataset`` keeps the data's replies; ``model`` has the model being fine-tuned answer
+    each single-turn prompt itself first (:mod:`sftlab.replies`, self-distillation), with up to
+    ``reply_max_new_tokens`` new tokens; the augmentation then works on those answers.
     """
 
     types: list[str] | None = None
@@ -41,6 +44,8 @@ class AugmentConfig:
     ngram: int = 8
     decontaminate: bool = True
     ifeval_data: str | None = None
+    replies: str = "dataset"
+    reply_max_new_tokens: int = 256
 
     def __post_init__(self) -> None:
         if isinstance(self.types, str):
@@ -56,6 +61,11 @@ class AugmentConfig:
             raise ConfigError(f"augment ngram must be an integer of at least 3, got {self.ngram!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"augment seed must be an integer, got {self.seed!r}")
+        if self.replies not in REPLY_SOURCES:
+            raise ConfigError(f"augment replies must be one of {', '.join(REPLY_SOURCES)}, got {self.replies!r}")
+        n = self.reply_max_new_tokens
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ConfigError(f"augment reply_max_new_tokens must be a positive integer, got {n!r}")
         # Validate names now: a typo must fail before any work is done.
         self.active_types()
         self.draw_weights()
@@ -125,6 +135,9 @@ class AugmentConfig:
                     weights[iid] *= float(w)
         return [weights[i] for i in pool]
 
+
+REPLY_SOURCES = ("dataset", "model")
+"""``replies``: keep the dataset's replies, or let the model answer the prompts itself (:mod:`sftlab.replies`)."""
 
 KINDS = ("transform", "relabel")
 """Names ``type_weights`` accepts besides instruction types: every entry of that kind."""

@@ -78,6 +78,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ngram", type=int, default=8, metavar="N", help="decontamination n-gram length in words (default 8)")
     p.add_argument("--no-decontaminate", action="store_true",
                    help="keep conversations that overlap IFEval prompts (not recommended)")
+    p.add_argument("--replies-from", default=None, metavar="MODEL",
+                   help="self-distillation: MODEL (the one you will fine-tune) answers each single-turn prompt "
+                        "itself, greedily, and the instructions are fitted to its answers; multi-turn "
+                        "conversations and answers that do not end in time are dropped and counted")
+    p.add_argument("--reply-max-new-tokens", type=positive_int, default=256, metavar="N",
+                   help="with --replies-from: longest answer in tokens (default 256)")
+    p.add_argument("--max-length", type=positive_int, default=2048, metavar="N",
+                   help="with --replies-from: prompt plus answer must fit in N tokens, the training max length "
+                        "(default 2048)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -96,7 +105,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--no-decontaminate has no effect without --ifeval-data; drop it")
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
                         ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram,
-                        decontaminate=not args.no_decontaminate, ifeval_data=args.ifeval_data)
+                        decontaminate=not args.no_decontaminate, ifeval_data=args.ifeval_data,
+                        replies="model" if args.replies_from else "dataset",
+                        reply_max_new_tokens=args.reply_max_new_tokens)
+    tokenizer = None
+    if args.replies_from:  # the model's spec and tokenizer are checked before any reading
+        from sftlab.models import load_tokenizer
+
+        tokenizer = load_tokenizer(args.replies_from)
     # IFEval inputs first: a bad --ifeval-data must fail before any reading or output.
     prompts = load_ifeval_prompts(args.ifeval_data) if args.ifeval_data and cfg.decontaminate else None
     loaded = load_conversations(args.data, conversation_field=args.conversation_field, max_samples=args.max_samples,
@@ -105,6 +121,12 @@ def run(args: argparse.Namespace) -> int:
           f"{format_skips(loaded.stats['skipped'])}", file=sys.stderr)
     if args.ifeval_data is None:
         print("sftlab augment: warning: no --ifeval-data, so conversations were not decontaminated against IFEval",
+              file=sys.stderr)
+    if args.replies_from:
+        from sftlab.replies import self_distill
+
+        print(self_distill(loaded, args.replies_from, tokenizer, max_length=args.max_length,
+                           max_new_tokens=args.reply_max_new_tokens, progress=not args.no_progress).format(),
               file=sys.stderr)
     records, stats = augment_conversations(loaded.conversations, cfg, prompts, ids=loaded.ids,
                                           progress=not args.no_progress)

@@ -71,7 +71,17 @@ def constraints_sentence(split: TypeSplit | None, stats: dict[str, Any] | None) 
     elif sum((stats or {}).get("skipped", {}).values()):
         text += (f" Preprocessing then kept {_count(stats.get('kept'))} conversations in all (the statistics do not "
                  f"record how many of the kept ones are augmented).")
-    return text
+    return text + _replies_sentence((stats or {}).get("replies"))
+
+
+def _replies_sentence(rep: Any) -> str:
+    """Where the replies come from when the model wrote them itself (``augment.replies: model``)."""
+    if not isinstance(rep, dict):
+        return ""
+    drops = "; ".join(f"{r} {_count(n)}" for r, n in sorted((rep.get("skipped") or {}).items()))
+    return (f" The replies are the model's own: `{rep.get('model')}` answered {_count(rep.get('replaced'))} of "
+            f"{_count(rep.get('conversations_in'))} prompts greedily (up to {rep.get('max_new_tokens')} new tokens) "
+            f"before augmentation" + (f"; dropped: {drops}." if drops else "."))
 
 
 def _sizes_rows(rec: RunRecord, stats: dict[str, Any] | None) -> list[list[Any]]:
