@@ -197,3 +197,18 @@ def test_augment_cli_answers_with_the_model(answering_dir, tmp_path, cli):
     bad = cli("augment", "--data", str(data), "--output", str(out), "--replies-from", str(answering_dir),
               "--reply-max-new-tokens", "0")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_preprocessing_cache_key_names_the_answering_model(answering_dir, tiny_model_dir, tokenizer, tmp_path):
+    from sftlab.preprocess import PreprocessConfig, cache_key_inputs
+
+    def key(model, replies="model"):
+        cfg = PreprocessConfig(data=str(tmp_path), tokenizer=str(model), chat_template="chatml", num_proc=1,
+                               augment={"replies": replies}, model=str(model))
+        return cache_key_inputs(cfg, tokenizer, {"data": "same"})
+
+    assert key(answering_dir)["replies"]["model"]["path_or_id"] == str(answering_dir)
+    assert key(answering_dir) != key(tiny_model_dir)  # another model's answers: another cache
+    assert "replies" not in key(answering_dir, replies="dataset")
+    with pytest.raises(ConfigError, match="needs the model that answers"):
+        PreprocessConfig(data=str(tmp_path), tokenizer=str(answering_dir), augment={"replies": "model"}).validate()
