@@ -33,6 +33,8 @@ class AugmentConfig:
     ``replies``: ``dataset`` keeps the data's replies; ``model`` has the model being fine-tuned answer
     each single-turn prompt itself first (:mod:`sftlab.replies`, self-distillation), with up to
     ``reply_max_new_tokens`` new tokens; the augmentation then works on those answers.
+    ``strip_openers``: remove a chatty opening ("Sure, here's ...:") from every final reply, plain or
+    augmented (:func:`sftlab.augment.text.strip_opener`).
     """
 
     types: list[str] | None = None
@@ -46,6 +48,7 @@ class AugmentConfig:
     ifeval_data: str | None = None
     replies: str = "dataset"
     reply_max_new_tokens: int = 256
+    strip_openers: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.types, str):
@@ -61,6 +64,8 @@ class AugmentConfig:
             raise ConfigError(f"augment ngram must be an integer of at least 3, got {self.ngram!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"augment seed must be an integer, got {self.seed!r}")
+        if not isinstance(self.strip_openers, bool):
+            raise ConfigError(f"augment strip_openers must be true or false, got {self.strip_openers!r}")
         if self.replies not in REPLY_SOURCES:
             raise ConfigError(f"augment replies must be one of {', '.join(REPLY_SOURCES)}, got {self.replies!r}")
         n = self.reply_max_new_tokens

@@ -25,6 +25,7 @@ from sftlab.augment.stats import (
     DROP_PARTNER,
     AugmentStats,
 )
+from sftlab.augment.text import strip_opener
 from sftlab.errors import ConfigError
 
 MAX_ATTEMPTS = 3
@@ -158,6 +159,11 @@ def augment_conversations(
         if decon is not None and decon.conversation_hits(messages):
             stats.decontaminated += 1
             continue
+        if cfg.strip_openers and messages and messages[-1]["role"] == "assistant":
+            stripped = strip_opener(messages[-1]["content"])
+            if stripped is not None:
+                messages = [*messages[:-1], {**messages[-1], "content": stripped}]
+                stats.openers_stripped += 1
         rng = random.Random(f"sftlab-augment/{cfg.seed}/{i}")
         record = None
         if pool and rng.random() < cfg.ratio:

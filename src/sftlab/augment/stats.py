@@ -29,6 +29,7 @@ class AugmentStats:
     augmented: int = 0
     kept_plain_after_failure: int = 0
     written: int = 0
+    openers_stripped: int = 0
     instructions_per_example: dict[int, int] = field(default_factory=dict)
     types: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -57,6 +58,7 @@ class AugmentStats:
             f"conversations: {self.conversations_in} in, {self.decontaminated} dropped by decontamination "
             f"({self.decontamination}), {self.written} written: {self.augmented} augmented, {self.plain} plain "
             f"({self.chosen_plain} by the ratio, {self.kept_plain_after_failure} after every attempt failed)",
+            *([f"chatty openings removed from replies: {self.openers_stripped}"] if self.openers_stripped else []),
             "instructions per augmented example: " + (", ".join(
                 f"{k}: {v}" for k, v in sorted(self.instructions_per_example.items())) or "none"),
             "",

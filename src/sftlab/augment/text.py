@@ -153,3 +153,43 @@ def _language_names() -> dict[str, str]:
     from lm_eval.tasks.ifeval import instructions_util
 
     return dict(instructions_util.LANGUAGE_CODES)
+
+
+_FILLER_RE = re.compile(r"(?:sure|certainly|of course|absolutely|great question|i'?d be (?:happy|glad) to|"
+                        r"i would be (?:happy|glad) to)\b", re.IGNORECASE)
+_SENTENCE_END_RE = re.compile(r"[.!:](?=\s)|\n")
+_HERE_RE = re.compile(r"here(?:'s|\u2019s| is| are)\b", re.IGNORECASE)
+_OPENER_MAX_CHARS = 200
+
+
+def strip_opener(reply: str) -> str | None:
+    """The reply without its chatty opening, or None when it has none (or nothing would be left).
+
+    Why: ChatGPT-style replies open with "Sure, here's a rap that doesn't include 'Yo', 'check' and
+    'peace':" or "Certainly! I'd be happy to help." A small model trained on them learns to open
+    every answer that way, and the opening restates the request: with its words (against "do not
+    say X"), its commas (against "no commas"), its capital letters (against "all lowercase"), and
+    before anything else (against "repeat the request first"). Removed here: a first sentence that
+    starts with a filler word and is short ("Sure!"), announces what follows ("here", "happy to",
+    "help", or ends with a colon); then a first line "Here's ...:" that introduces the content.
+    Nothing else is touched, so an answer that opens "Sure, the capital is Paris." keeps it.
+    """
+    text = reply.lstrip()
+    changed = False
+    for _ in range(3):  # "Certainly! I'd be happy to help. Here is ...:" is three openings in a row
+        end = _SENTENCE_END_RE.search(text) if _FILLER_RE.match(text) else None
+        if end is None or end.start() >= _OPENER_MAX_CHARS:
+            break
+        first = text[: end.end()]
+        if not (len(first.split()) <= 3 or first.rstrip().endswith(":") or re.search(
+                r"\b(?:here|happy to|glad to|help)\b", first, re.IGNORECASE)):
+            break
+        text, changed = text[end.end():].lstrip(), True
+    if _HERE_RE.match(text):
+        line_end = text.find("\n")
+        first = text if line_end < 0 else text[:line_end]
+        if first.rstrip().endswith(":") and len(first) < _OPENER_MAX_CHARS and line_end >= 0:
+            text, changed = text[line_end:].lstrip(), True
+    if not changed or len(text.strip()) < 20:
+        return None
+    return text
