@@ -383,6 +383,40 @@ def test_type_weights_shift_the_draw_and_multiply(real):
     assert again == A.augment_conversations(real[:20], A.AugmentConfig(seed=3, type_weights=None))[0]
 
 
+@pytest.mark.parametrize("reply, expected", [
+    ("Sure, here's a rap that doesn't include the keywords \"Yo\", \"check\", and \"peace\":\n\nI'm on the mic "
+     "tonight and the crowd is loud", "I'm on the mic tonight and the crowd is loud"),
+    ("Certainly! I'd be happy to help. Here is the list:\n- one thing here\n- two things there",
+     "- one thing here\n- two things there"),
+    ("Of course! I'd be happy to help. The main difference is that one of them is bigger.",
+     "The main difference is that one of them is bigger."),
+    ("Here are a few ideas for blog topics:\n\n1. The benefits of a full-service agency", "1. The benefits of a "
+     "full-service agency"),
+    ("Sure, the capital of France is Paris. It is a large city in Europe.", None),  # content, not an opening
+    ("Of course.", None),  # nothing would be left
+    ("Yes, it is feasible to tune the system dynamically for each installation.", None),  # an answer
+    ("Here is why: the sky scatters blue light more than red light, all day.", None),  # no line of its own
+])
+def test_strip_opener_removes_only_a_chatty_opening(reply, expected):
+    assert A.strip_opener(reply) == expected
+
+
+def test_strip_openers_changes_only_the_openings_and_counts_them(real):
+    plain, plain_stats = A.augment_conversations(real[:120], A.AugmentConfig(seed=5))
+    records, stats = A.augment_conversations(real[:120], A.AugmentConfig(seed=5, strip_openers=True))
+    openers = sum(A.strip_opener(c[-1]["content"]) is not None for c in real[:120])
+    assert stats.openers_stripped == openers > 0 and plain_stats.openers_stripped == 0
+    assert "chatty openings removed from replies" in stats.format()
+    for r in records:
+        assert not r["messages"][-1]["content"].lower().startswith(("sure, here", "sure! here", "certainly!"))
+    assert _rescore([r for r in records if "augment" in r])["metrics"]["prompt_level_strict_acc"] == 1.0
+    # Conversations without an opening draw exactly as before (each has its own seeded generator).
+    untouched = [i for i, c in enumerate(real[:120]) if A.strip_opener(c[-1]["content"]) is None]
+    assert all(records[i] == plain[i] for i in untouched)
+    with pytest.raises(ConfigError, match="strip_openers must be true or false"):
+        A.AugmentConfig(strip_openers="yes")
+
+
 def test_config_errors_are_one_line_with_suggestions():
     with pytest.raises(ConfigError, match="unknown instruction type 'no_coma' in types; did you mean 'no_comma'"):
         A.AugmentConfig(types=["no_coma"])

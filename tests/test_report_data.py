@@ -272,7 +272,7 @@ def test_data_section_reads_what_preprocessing_wrote(tmp_path, tokenizer, tokeni
     data.write_text("".join(json.dumps({"id": f"c{i}", "messages": m}) + "\n" for i, m in enumerate(convs)),
                     encoding="utf-8")
     block = {"holdout_types": ["no_comma"], "max_instructions": 3, "seed": 1, "type_weights": {"transform": 3},
-             "ifeval_data": str(ifeval_dir / "input_data.jsonl")}
+             "strip_openers": True, "ifeval_data": str(ifeval_dir / "input_data.jsonl")}
     td = fake_train_dir(tmp_path / "run" / "train", tokenizer, augment=block, data=str(data))
     result = preprocess(PreprocessConfig(data=str(data), tokenizer=str(tokenizer_dir), chat_template="chatml",
                                          max_length=384, truncation="drop", num_proc=1, augment=block),
@@ -292,6 +292,9 @@ def test_data_section_reads_what_preprocessing_wrote(tmp_path, tokenizer, tokeni
     assert f"1 type was held out of training: `{NO_COMMA}`." in text
     assert any(f"held out: `{NO_COMMA}`; drawn with weights transform 3 (others 1)." in i for b in sec for i in b.items)
     assert out["data"][0]["augment"] == aug
+    assert aug["openers_stripped"] > 0
+    assert any(f"Chatty openings (\"Sure, here's ...:\") removed from {aug['openers_stripped']} replies." in i
+               for b in sec for i in b.items)
     # What training sees: the kept rows split into augmented and plain, counted from the saved features.
     from sftlab.augment import AugmentConfig, augment_conversations
     from sftlab.data import load_conversations as load_again

@@ -46,6 +46,7 @@ def format_stats(stats: dict) -> str:
     if aug:
         lines.append(f"augmented: {aug['augmented']} with verified instructions, {aug['plain']} plain, "
                      f"{aug['decontaminated']} dropped by IFEval decontamination ({aug['decontamination']})"
+                     + (f", {aug['openers_stripped']} chatty openings removed" if aug.get("openers_stripped") else "")
                      + (f"; kept for training: {aug['kept_augmented']} augmented, {aug['kept_plain']} plain"
                         if "kept_augmented" in aug else ""))
     for note in stats.get("notes", []):

@@ -72,14 +72,14 @@ from sftlab.augment.stats import (
     DROP_PARTNER,
     AugmentStats,
 )
-from sftlab.augment.text import detect_language, has_code, paragraphs, true_threshold, words_of
+from sftlab.augment.text import detect_language, has_code, paragraphs, strip_opener, true_threshold, words_of
 from sftlab.augment.transforms import MAX_REPEAT_PROMPT_CHARS, title_for
 
 __all__ = [
     "AUGMENT_VERSION", "CATALOGUE", "DROP_EMPTY", "DROP_EMPTY_PROMPT", "DROP_FAILED_CHECK", "DROP_OVERLAP",
     "DROP_PARTNER", "EXTRA_CONFLICTS", "LEFT_OUT", "MAX_ATTEMPTS", "MAX_REPEAT_PROMPT_CHARS",
     "AugmentConfig", "AugmentStats", "Decontaminator", "Entry", "Job", "Result", "Skip",
-    "augment_conversations", "augment_loaded", "augment_one", "conflicts", "detect_language", "has_code",
+    "augment_conversations", "augment_loaded", "augment_one", "conflicts", "detect_language", "strip_opener", "has_code",
     "load_ifeval_prompts", "ngrams", "paragraphs", "records_to_jsonl", "resolve_types", "title_for",
     "true_threshold", "verify", "words_of",
 ]

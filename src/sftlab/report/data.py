@@ -111,7 +111,9 @@ def _augment_blocks(aug: dict[str, Any], split: TypeSplit) -> list[Block]:
         f"{_count(aug.get('augmented'))} augmented, {_count(aug.get('plain'))} plain "
         f"({_count(aug.get('chosen_plain'))} by the ratio, {_count(aug.get('kept_plain_after_failure'))} after every "
         f"attempt failed); instructions per augmented conversation: "
-        + (", ".join(f"{k}: {v}" for k, v in sorted(per.items())) or "none") + ".",
+        + (", ".join(f"{k}: {v}" for k, v in sorted(per.items())) or "none") + "."
+        + (f" Chatty openings (\"Sure, here's ...:\") removed from {_count(aug['openers_stripped'])} replies."
+           if aug.get("openers_stripped") else ""),
         f"Decontamination ({aug.get('decontamination', 'n/a')}; n = {cfg.get('ngram', 'n/a')} words): "
         f"{_count(aug.get('decontaminated'))} conversations dropped for an n-gram shared with an IFEval prompt; "
         f"{overlap} instructions dropped because their wording overlapped one.",
