@@ -491,6 +491,11 @@ def test_cli_writes_jsonl_and_stats_deterministically(cli, tmp_path, ifeval_file
     p = cli(*args)
     assert p.returncode == 0, p.stderr
     assert out.read_bytes() == first
+    p = cli(*args, "--strip-openers")
+    assert p.returncode == 0, p.stderr
+    stats = json.loads((tmp_path / "aug.stats.json").read_text(encoding="utf-8"))
+    assert stats["config"]["strip_openers"] is True and stats["openers_stripped"] > 0
+    assert f"chatty openings removed from replies: {stats['openers_stripped']}" in p.stdout
 
 
 @pytest.mark.parametrize("extra, message", [

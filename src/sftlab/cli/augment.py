@@ -78,6 +78,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ngram", type=int, default=8, metavar="N", help="decontamination n-gram length in words (default 8)")
     p.add_argument("--no-decontaminate", action="store_true",
                    help="keep conversations that overlap IFEval prompts (not recommended)")
+    p.add_argument("--strip-openers", action="store_true",
+                   help="remove chatty openings from the replies (\"Sure, here's ...:\", \"Certainly! I'd be happy "
+                        "to help.\"): they restate the request, against its own constraints")
     p.add_argument("--replies-from", default=None, metavar="MODEL",
                    help="self-distillation: MODEL (the one you will fine-tune) answers each single-turn prompt "
                         "itself, greedily, and the instructions are fitted to its answers; multi-turn "
@@ -106,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
                         ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram,
                         decontaminate=not args.no_decontaminate, ifeval_data=args.ifeval_data,
-                        replies="model" if args.replies_from else "dataset",
+                        strip_openers=args.strip_openers, replies="model" if args.replies_from else "dataset",
                         reply_max_new_tokens=args.reply_max_new_tokens)
     tokenizer = None
     if args.replies_from:  # the model's spec and tokenizer are checked before any reading
