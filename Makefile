@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export NLTK_DATA ?= $(abspath ../shared/nltk_data)
 
-.PHONY: setup test test-fast demo demo-second-set lint bench gpu-check
+.PHONY: setup test test-fast demo demo-second-set demo-third-set lint bench gpu-check
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,16 @@ demo-second-set: setup
 	.venv/bin/sftlab compare --baseline runs/cpu-demo/second_set/baseline_eval \
 		--finetuned runs/cpu-demo/second_set/finetuned_eval --train-dir runs/cpu-demo/train \
 		--json runs/cpu-demo/second_set/compare.json
+
+# After `make demo`: the 100 prompts after those (set C, disjoint from both), the check no setting was chosen on.
+demo-third-set: setup
+	.venv/bin/sftlab eval --model smollm2-135m-instruct-gguf --output-dir runs/cpu-demo/third_set/baseline_eval \
+		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset 200 --max-new-tokens 512
+	.venv/bin/sftlab eval --model runs/cpu-demo/train --output-dir runs/cpu-demo/third_set/finetuned_eval \
+		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset 200 --max-new-tokens 512
+	.venv/bin/sftlab compare --baseline runs/cpu-demo/third_set/baseline_eval \
+		--finetuned runs/cpu-demo/third_set/finetuned_eval --train-dir runs/cpu-demo/train \
+		--json runs/cpu-demo/third_set/compare.json
 
 lint: setup
 	.venv/bin/ruff check src tests
