@@ -502,7 +502,8 @@ def test_preprocess_config_is_derived_from_the_training_config():
     assert got == {"data": "d", "tokenizer": "t", "chat_template": "chatml", "conversation_field": "msgs",
                    "masking": "reverse", "max_length": 99, "truncation": "left", "max_rounds": 2, "max_samples": 5,
                    "sample_seed": 7, "strict": True, "num_proc": 3, "system_prompt": "sys",
-                   "augment": {"ratio": 0.5}, "train_on_eos": False, "train_on_role_header": False}
+                   "augment": {"ratio": 0.5}, "train_on_eos": False, "train_on_role_header": False,
+                   "model": "m"}  # the model answers the prompts under augment.replies: model
     assert PreprocessConfig.from_train_config(TrainConfig(model="m", data="d")).tokenizer == "m"
 
 
