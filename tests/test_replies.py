@@ -197,6 +197,8 @@ def test_augment_cli_answers_with_the_model(answering_dir, tmp_path, cli):
     bad = cli("augment", "--data", str(data), "--output", str(out), "--replies-from", str(answering_dir),
               "--reply-max-new-tokens", "0")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    alone = cli("augment", "--data", str(data), "--output", str(out), "--max-length", "512")
+    assert alone.returncode == 2 and "--max-length has no effect without --replies-from" in alone.stderr
 
 
 def test_the_preprocessing_cache_key_names_the_answering_model(answering_dir, tiny_model_dir, tokenizer, tmp_path):

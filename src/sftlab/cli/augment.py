@@ -85,9 +85,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="self-distillation: MODEL (the one you will fine-tune) answers each single-turn prompt "
                         "itself, greedily, and the instructions are fitted to its answers; multi-turn "
                         "conversations and answers that do not end in time are dropped and counted")
-    p.add_argument("--reply-max-new-tokens", type=positive_int, default=256, metavar="N",
+    p.add_argument("--reply-max-new-tokens", type=positive_int, default=None, metavar="N",
                    help="with --replies-from: longest answer in tokens (default 256)")
-    p.add_argument("--max-length", type=positive_int, default=2048, metavar="N",
+    p.add_argument("--max-length", type=positive_int, default=None, metavar="N",
                    help="with --replies-from: prompt plus answer must fit in N tokens, the training max length "
                         "(default 2048)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -106,11 +106,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--output must be a .jsonl file, got '{args.output}'")
     if args.no_decontaminate and args.ifeval_data is None:
         raise ConfigError("--no-decontaminate has no effect without --ifeval-data; drop it")
+    for flag, value in (("--reply-max-new-tokens", args.reply_max_new_tokens), ("--max-length", args.max_length)):
+        if value is not None and not args.replies_from:
+            raise ConfigError(f"{flag} has no effect without --replies-from; drop it")
+    reply_tokens = args.reply_max_new_tokens or 256
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
                         ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram,
                         decontaminate=not args.no_decontaminate, ifeval_data=args.ifeval_data,
                         strip_openers=args.strip_openers, replies="model" if args.replies_from else "dataset",
-                        reply_max_new_tokens=args.reply_max_new_tokens)
+                        reply_max_new_tokens=reply_tokens)
     tokenizer = None
     if args.replies_from:  # the model's spec and tokenizer are checked before any reading
         from sftlab.models import load_tokenizer
@@ -128,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
     if args.replies_from:
         from sftlab.replies import self_distill
 
-        print(self_distill(loaded, args.replies_from, tokenizer, max_length=args.max_length,
-                           max_new_tokens=args.reply_max_new_tokens, progress=not args.no_progress).format(),
+        print(self_distill(loaded, args.replies_from, tokenizer, max_length=args.max_length or 2048,
+                           max_new_tokens=reply_tokens, progress=not args.no_progress).format(),
               file=sys.stderr)
     records, stats = augment_conversations(loaded.conversations, cfg, prompts, ids=loaded.ids,
                                           progress=not args.no_progress)
