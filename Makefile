@@ -17,25 +17,21 @@ test-fast: setup
 demo: setup
 	.venv/bin/sftlab run configs/cpu-demo.yaml
 
-# After `make demo`: both demo models on the next 100 seeded IFEval prompts (disjoint from demo's), then compared.
-demo-second-set: setup
-	.venv/bin/sftlab eval --model smollm2-135m-instruct-gguf --output-dir runs/cpu-demo/second_set/baseline_eval \
-		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset 100 --max-new-tokens 512
-	.venv/bin/sftlab eval --model runs/cpu-demo/train --output-dir runs/cpu-demo/second_set/finetuned_eval \
-		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset 100 --max-new-tokens 512
-	.venv/bin/sftlab compare --baseline runs/cpu-demo/second_set/baseline_eval \
-		--finetuned runs/cpu-demo/second_set/finetuned_eval --train-dir runs/cpu-demo/train \
-		--json runs/cpu-demo/second_set/compare.json
-
-# After `make demo`: the 100 prompts after those (set C, disjoint from both), the check no setting was chosen on.
-demo-third-set: setup
-	.venv/bin/sftlab eval --model smollm2-135m-instruct-gguf --output-dir runs/cpu-demo/third_set/baseline_eval \
-		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset 200 --max-new-tokens 512
-	.venv/bin/sftlab eval --model runs/cpu-demo/train --output-dir runs/cpu-demo/third_set/finetuned_eval \
-		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset 200 --max-new-tokens 512
-	.venv/bin/sftlab compare --baseline runs/cpu-demo/third_set/baseline_eval \
-		--finetuned runs/cpu-demo/third_set/finetuned_eval --train-dir runs/cpu-demo/train \
-		--json runs/cpu-demo/third_set/compare.json
+# After `make demo`: both demo models on another 100 seeded IFEval prompts, then compared. Set B
+# (demo-second-set) is the next 100 of the seeded order, disjoint from demo's; set C (demo-third-set) the
+# 100 after those, disjoint from both: the check no setting was chosen on.
+demo-second-set: SET := second_set
+demo-second-set: OFFSET := 100
+demo-third-set: SET := third_set
+demo-third-set: OFFSET := 200
+demo-second-set demo-third-set: setup
+	.venv/bin/sftlab eval --model smollm2-135m-instruct-gguf --output-dir runs/cpu-demo/$(SET)/baseline_eval \
+		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset $(OFFSET) --max-new-tokens 512
+	.venv/bin/sftlab eval --model runs/cpu-demo/train --output-dir runs/cpu-demo/$(SET)/finetuned_eval \
+		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset $(OFFSET) --max-new-tokens 512
+	.venv/bin/sftlab compare --baseline runs/cpu-demo/$(SET)/baseline_eval \
+		--finetuned runs/cpu-demo/$(SET)/finetuned_eval --train-dir runs/cpu-demo/train \
+		--json runs/cpu-demo/$(SET)/compare.json
 
 lint: setup
 	.venv/bin/ruff check src tests
