@@ -86,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "itself, greedily, and the instructions are fitted to its answers; multi-turn "
                         "conversations and answers that do not end in time are dropped and counted")
     p.add_argument("--reply-max-new-tokens", type=positive_int, default=None, metavar="N",
-                   help="with --replies-from: longest answer in tokens (default 256)")
+                   help="with --replies-from: longest answer in tokens (default: the augment setting's, 256)")
     p.add_argument("--max-length", type=positive_int, default=None, metavar="N",
                    help="with --replies-from: prompt plus answer must fit in N tokens, the training max length "
                         "(default 2048)")
@@ -109,12 +109,11 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--reply-max-new-tokens", args.reply_max_new_tokens), ("--max-length", args.max_length)):
         if value is not None and not args.replies_from:
             raise ConfigError(f"{flag} has no effect without --replies-from; drop it")
-    reply_tokens = args.reply_max_new_tokens or 256
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
                         ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram,
                         decontaminate=not args.no_decontaminate, ifeval_data=args.ifeval_data,
                         strip_openers=args.strip_openers, replies="model" if args.replies_from else "dataset",
-                        reply_max_new_tokens=reply_tokens)
+                        **({"reply_max_new_tokens": args.reply_max_new_tokens} if args.reply_max_new_tokens else {}))
     tokenizer = None
     if args.replies_from:  # the model's spec and tokenizer are checked before any reading
         from sftlab.models import load_tokenizer
@@ -133,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
         from sftlab.replies import self_distill
 
         print(self_distill(loaded, args.replies_from, tokenizer, max_length=args.max_length or 2048,
-                           max_new_tokens=reply_tokens, progress=not args.no_progress).format(),
+                           max_new_tokens=cfg.reply_max_new_tokens, progress=not args.no_progress).format(),
               file=sys.stderr)
     records, stats = augment_conversations(loaded.conversations, cfg, prompts, ids=loaded.ids,
                                           progress=not args.no_progress)
