@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export NLTK_DATA ?= $(abspath ../shared/nltk_data)
 
-.PHONY: setup test test-fast demo demo-second-set demo-third-set lint bench gpu-check
+.PHONY: setup test test-fast demo demo-second-set demo-third-set demo-other-prompts lint bench gpu-check
 
 setup:
 	@bash scripts/setup.sh
@@ -17,18 +17,23 @@ test-fast: setup
 demo: setup
 	.venv/bin/sftlab run configs/cpu-demo.yaml
 
-# After `make demo`: both demo models on another 100 seeded IFEval prompts, then compared. Set B
+# After `make demo`: both demo models on more seeded IFEval prompts, then compared. Set B
 # (demo-second-set) is the next 100 of the seeded order, disjoint from demo's; set C (demo-third-set) the
-# 100 after those, disjoint from both: the check no setting was chosen on.
+# 100 after those, disjoint from both: the check no setting was chosen on; demo-other-prompts the remaining
+# 241 (draws 300-540), so that the four sets together are all 541 prompts.
 demo-second-set: SET := second_set
 demo-second-set: OFFSET := 100
 demo-third-set: SET := third_set
 demo-third-set: OFFSET := 200
-demo-second-set demo-third-set: setup
+demo-other-prompts: SET := other_prompts
+demo-other-prompts: OFFSET := 300
+demo-other-prompts: N := 241
+demo-second-set demo-third-set demo-other-prompts: N ?= 100
+demo-second-set demo-third-set demo-other-prompts: setup
 	.venv/bin/sftlab eval --model smollm2-135m-instruct-gguf --output-dir runs/cpu-demo/$(SET)/baseline_eval \
-		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset $(OFFSET) --max-new-tokens 512
+		--ifeval-data ../shared/ifeval/input_data.jsonl --sample $(N) --seed 0 --sample-offset $(OFFSET) --max-new-tokens 512
 	.venv/bin/sftlab eval --model runs/cpu-demo/train --output-dir runs/cpu-demo/$(SET)/finetuned_eval \
-		--ifeval-data ../shared/ifeval/input_data.jsonl --sample 100 --seed 0 --sample-offset $(OFFSET) --max-new-tokens 512
+		--ifeval-data ../shared/ifeval/input_data.jsonl --sample $(N) --seed 0 --sample-offset $(OFFSET) --max-new-tokens 512
 	.venv/bin/sftlab compare --baseline runs/cpu-demo/$(SET)/baseline_eval \
 		--finetuned runs/cpu-demo/$(SET)/finetuned_eval --train-dir runs/cpu-demo/train \
 		--json runs/cpu-demo/$(SET)/compare.json
