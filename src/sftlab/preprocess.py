@@ -107,7 +107,7 @@ class PreprocessConfig:
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}")
         if not isinstance(self.num_proc, int) or self.num_proc < 1:
             raise ConfigError(f"num_proc must be a positive integer, got {self.num_proc!r}")
-        if _self_distilled(self) and not self.model:
+        if self.augment is not None and _augment_config(self).self_distills and not self.model:
             raise ConfigError("augment replies: model needs the model that answers (the config's 'model')")
 
 
@@ -156,6 +156,7 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
     from sftlab.data import source_fingerprint
     from sftlab.replies import reply_settings
 
+    aug = _augment_config(cfg)
     return {
         "cache_format": CACHE_FORMAT,
         "sftlab_version": __version__,
@@ -171,24 +172,20 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
         "max_length": cfg.max_length,
         "truncation": cfg.truncation,
         # Only present when set, so that caches built without augmentation keep their keys.
-        **({"augment": _augment_config(cfg).cache_info()} if cfg.augment is not None else {}),
+        **({"augment": aug.cache_info()} if aug is not None else {}),
         # The answering model's identity: new weights mean new replies, so a new cache.
-        **({"replies": reply_settings(str(cfg.model), tokenizer, _augment_config(cfg).reply_max_new_tokens)}
-           if _self_distilled(cfg) else {}),
+        **({"replies": reply_settings(str(cfg.model), tokenizer, aug.reply_max_new_tokens)}
+           if aug is not None and aug.self_distills else {}),
         **({"system_prompt": cfg.system_prompt} if cfg.system_prompt is not None else {}),
         **{k: False for k in ("train_on_eos", "train_on_role_header") if getattr(cfg, k) is False},
     }
 
 
 def _augment_config(cfg: PreprocessConfig) -> Any:
+    """The ``augment:`` block as an :class:`sftlab.augment.AugmentConfig`, or None without one."""
     from sftlab.augment import AugmentConfig
 
-    return AugmentConfig.from_dict(cfg.augment)
-
-
-def _self_distilled(cfg: PreprocessConfig) -> bool:
-    """Whether the model answers the prompts itself (``augment.replies: model``)."""
-    return cfg.augment is not None and _augment_config(cfg).replies == "model"
+    return AugmentConfig.from_dict(cfg.augment) if cfg.augment is not None else None
 
 
 def check_cache(cache_dir: Path, key: str) -> str | None:
@@ -317,16 +314,17 @@ def _load(cfg: PreprocessConfig, tokenizer: Any, progress: bool) -> Any:
     if folded:
         loaded.stats["folded_tool_turns"] = folded
         loaded.stats["notes"].append(f"the chat template has no tool role: {folded} tool turns folded into user turns")
-    if _self_distilled(cfg) and loaded.conversations:
+    aug = _augment_config(cfg)
+    if aug is not None and aug.self_distills and loaded.conversations:
         from sftlab.replies import self_distill
 
         done = self_distill(loaded, str(cfg.model), tokenizer, max_length=cfg.max_length,
-                            max_new_tokens=_augment_config(cfg).reply_max_new_tokens, progress=progress)
+                            max_new_tokens=aug.reply_max_new_tokens, progress=progress)
         print(done.format(), file=sys.stderr, flush=True)
-    if cfg.augment is not None and loaded.conversations:
+    if aug is not None and loaded.conversations:
         from sftlab.augment import augment_loaded
 
-        augment_loaded(loaded, _augment_config(cfg), progress=progress)
+        augment_loaded(loaded, aug, progress=progress)
     if not loaded.conversations:
         raise DataError(cfg.data, f"no usable conversations ({format_skips(loaded.stats['skipped'])})")
     return loaded

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftlab.errors import ConfigError
+from sftlab.augment.config import check_reply_max_new_tokens
 from sftlab.utils import stable_hash
 
 SKIP_MULTI_TURN = "not a single user turn"
@@ -117,8 +117,7 @@ def self_distill(loaded: Any, model_spec: str, tokenizer: Any, *, max_length: in
     under ``loaded.stats["replies"]`` and returns them."""
     from sftlab.generate import GenerationConfig, encode_prompt, generate_responses, read_responses_file
 
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
-        raise ConfigError(f"augment reply_max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    check_reply_max_new_tokens(max_new_tokens)
     stats = ReplyStats(conversations_in=len(loaded.conversations), model=model_spec, max_new_tokens=max_new_tokens)
     wanted: list[tuple[int, str, str | None]] = []  # (index, user text, system text)
     for i, messages in enumerate(loaded.conversations):

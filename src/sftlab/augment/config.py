@@ -68,12 +68,15 @@ class AugmentConfig:
             raise ConfigError(f"augment strip_openers must be true or false, got {self.strip_openers!r}")
         if self.replies not in REPLY_SOURCES:
             raise ConfigError(f"augment replies must be one of {', '.join(REPLY_SOURCES)}, got {self.replies!r}")
-        n = self.reply_max_new_tokens
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ConfigError(f"augment reply_max_new_tokens must be a positive integer, got {n!r}")
+        check_reply_max_new_tokens(self.reply_max_new_tokens)
         # Validate names now: a typo must fail before any work is done.
         self.active_types()
         self.draw_weights()
+
+    @property
+    def self_distills(self) -> bool:
+        """Whether the model being fine-tuned answers the prompts itself first (``replies: model``)."""
+        return self.replies == "model"
 
     @classmethod
     def from_dict(cls, block: dict[str, Any] | None) -> AugmentConfig:
@@ -139,6 +142,13 @@ class AugmentConfig:
                 if iid in weights:
                     weights[iid] *= float(w)
         return [weights[i] for i in pool]
+
+
+def check_reply_max_new_tokens(n: Any) -> None:
+    """``reply_max_new_tokens`` must be a positive integer: one check for the config and for
+    :func:`sftlab.replies.self_distill`, which callers may reach without an :class:`AugmentConfig`."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"augment reply_max_new_tokens must be a positive integer, got {n!r}")
 
 
 REPLY_SOURCES = ("dataset", "model")
