@@ -47,4 +47,4 @@ bench: setup
 # GPU readiness: the reference recipe for a few dozen bf16 steps on local data, a vLLM eval on 20 prompts
 # (when vLLM is installed), DeepSpeed ZeRO-2 (when installed); prints what ran and what was skipped.
 gpu-check: setup
-	.venv/bin/python -m sftlab.gpucheck $(GPU_CHECK_ARGS)
+	.venv/bin/python -m sftlab.bench.gpucheck $(GPU_CHECK_ARGS)

@@ -68,7 +68,7 @@ def ifeval_dir() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_dir):
     """The real SmolLM2-135M tokenizer with the built-in chatml template (it ships none)."""
-    from sftlab.models import load_tokenizer
+    from sftlab.models.loading import load_tokenizer
 
     return load_tokenizer(str(tokenizer_dir), chat_template="chatml")
 
@@ -77,7 +77,7 @@ def make_tiny_llama(tokenizer_dir: Path, out_dir: Path, *, seed: int = 0, hidden
     """Save a tiny random-init Llama on the real SmolLM2 tokenizer (with chatml) to ``out_dir``."""
     from helpers import save_tiny_llama
 
-    from sftlab.models import load_tokenizer
+    from sftlab.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_dir), chat_template="chatml")
     return save_tiny_llama(tok, out_dir, seed=seed, hidden_size=hidden, intermediate_size=hidden * 2,

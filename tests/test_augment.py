@@ -17,7 +17,7 @@ from helpers import U  # tests/ is on sys.path (rootdir-less test modules)
 from sftlab import augment as A
 from sftlab.data import load_conversations
 from sftlab.errors import ConfigError
-from sftlab.ifeval import score_responses
+from sftlab.eval.ifeval import score_responses
 
 N_REAL = 200
 
@@ -123,7 +123,7 @@ def test_every_type_is_exact_by_construction_and_rescored_by_the_scorer(per_type
 def _checker_args(iid: str) -> set[str]:
     import inspect
 
-    from sftlab.ifeval import instruction_registry
+    from sftlab.eval.ifeval import instruction_registry
 
     return set(inspect.signature(instruction_registry()[iid].build_description).parameters) - {"self"}
 

@@ -12,15 +12,15 @@ import json
 import pytest
 import yaml
 
-from sftlab.config import load_config
 from sftlab.errors import ConfigError
-from sftlab.preprocess import (
+from sftlab.prep.pipeline import (
     SKIP_NO_TRAINED,
     SKIP_OVERLONG,
     SKIP_OVERLONG_AUGMENTED,
     PreprocessConfig,
     preprocess,
 )
+from sftlab.train.config import load_config
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_drop_augmented_cuts_plain_conversations_and_drops_augmented_ones(tokeni
 
 
 def test_run_points_augmentation_at_its_ifeval_inputs(tmp_path, tiny_model_dir, sharegpt_file, ifeval_dir):
-    from sftlab.run import load_run_config
+    from sftlab.experiment.run import load_run_config
 
     data = str(ifeval_dir / "input_data.jsonl")
     p = tmp_path / "run.yaml"

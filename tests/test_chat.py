@@ -20,7 +20,7 @@ MAX_NEW = 6
 
 @pytest.fixture(scope="module")
 def tiny(tiny_model_dir):
-    from sftlab.models import load_model, load_tokenizer
+    from sftlab.models.loading import load_model, load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     model = load_model(str(tiny_model_dir))
@@ -32,7 +32,7 @@ def _greedy(model, tok, prompt: str, max_new: int = MAX_NEW) -> str:
     """The reference: ``model.generate`` greedy on the rendered prompt, decoded without special tokens."""
     import torch
 
-    from sftlab.generate import stop_token_ids
+    from sftlab.eval.generate import stop_token_ids
 
     enc = tok(prompt, add_special_tokens=False, return_tensors="pt")
     with torch.no_grad():

@@ -1,12 +1,12 @@
-"""The training collator (sftlab.collate): dynamic padding, multiples of 8, max_length padding."""
+"""The training collator (sftlab.train.collate): dynamic padding, multiples of 8, max_length padding."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from sftlab.collate import SFTDataCollator
 from sftlab.errors import ConfigError
+from sftlab.train.collate import SFTDataCollator
 
 PAD = 7
 
@@ -70,7 +70,7 @@ def test_accepts_tensors_and_rejects_bad_input():
 def test_collates_preprocessed_rows(tokenizer, tmp_path):
     from pathlib import Path
 
-    from sftlab.preprocess import PreprocessConfig, preprocess
+    from sftlab.prep.pipeline import PreprocessConfig, preprocess
 
     fixtures = Path(__file__).parent / "fixtures"
     cfg = PreprocessConfig(data=str(fixtures / "sharegpt_like.json"), tokenizer="unused-when-given", chat_template="chatml",

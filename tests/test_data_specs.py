@@ -28,7 +28,7 @@ from sftlab.data import (
     with_system_prompt,
 )
 from sftlab.errors import ConfigError, DataError, SftlabError
-from sftlab.masking import IGNORE_INDEX, encode_conversation, prefix_lengths_reference
+from sftlab.prep.masking import IGNORE_INDEX, encode_conversation, prefix_lengths_reference
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

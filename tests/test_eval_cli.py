@@ -7,8 +7,8 @@ import json
 import pytest
 
 from sftlab.errors import SftlabError
-from sftlab.generate import GenerationConfig, resolve_dtype
-from sftlab.ifeval import evaluate
+from sftlab.eval.generate import GenerationConfig, resolve_dtype
+from sftlab.eval.ifeval import evaluate
 
 RESULT_FIELDS = ["instruction_id_list", "prompt", "response", "follow_all_instructions", "follow_instruction_list"]
 
@@ -100,7 +100,7 @@ def test_generate_then_resume_and_settings_guard(cli, tiny_model_dir, ifeval_dir
 def test_killed_eval_resumes_without_regenerating(tiny_model_dir, ifeval_dir, tmp_path, monkeypatch):
     """An evaluation interrupted right after its first responses were written (flushed and fsynced)
     resumes: the rerun generates only the prompts that had no response, and scores all of them."""
-    import sftlab.generate as gen_mod
+    import sftlab.eval.generate as gen_mod
 
     out, data = tmp_path / "ev", str(ifeval_dir / "input_data.jsonl")
     gen = GenerationConfig(max_new_tokens=6, batch_size=2)
@@ -144,7 +144,7 @@ def test_eval_settings_accept_dtype_and_auto_batch():
     """`sftlab run`/`sweep` eval blocks take the generation dtype and `batch_size: auto`; the dtype
     changes the responses, so it is part of the settings fingerprint."""
     from sftlab.errors import ConfigError
-    from sftlab.sweep import EvalSettings
+    from sftlab.experiment.sweep import EvalSettings
 
     s = EvalSettings.from_dict({"dtype": "bf16", "batch_size": "auto"})
     assert (s.dtype, s.batch_size) == ("bfloat16", None)
@@ -184,7 +184,7 @@ def test_sample_offset_errors_exit_2_before_any_work(capsys, ifeval_dir, tmp_pat
 
 
 def test_sample_offset_is_recorded_and_guards_resume(tiny_model_dir, ifeval_dir, tmp_path):
-    from sftlab.ifeval import load_ifeval_inputs, select_inputs
+    from sftlab.eval.ifeval import load_ifeval_inputs, select_inputs
 
     out, data = tmp_path / "second", str(ifeval_dir / "input_data.jsonl")
     gen = GenerationConfig(max_new_tokens=4, batch_size=2)
@@ -204,7 +204,7 @@ def test_sample_offset_is_recorded_and_guards_resume(tiny_model_dir, ifeval_dir,
 
 def test_resume_guard_reads_a_record_without_sample_offset_as_offset_0(tmp_path):
     """generation.json written before --sample-offset existed: resuming it unchanged still works."""
-    from sftlab.ifeval import _check_resume_settings
+    from sftlab.eval.ifeval import _check_resume_settings
 
     old = {"model": "m", "max_new_tokens": 6, "dtype": "float32"}
     (tmp_path / "generation.json").write_text(json.dumps(old), encoding="utf-8")
@@ -216,10 +216,10 @@ def test_resume_guard_reads_a_record_without_sample_offset_as_offset_0(tmp_path)
 
 
 def test_eval_settings_sample_offset_and_records_made_before_it(tmp_path, monkeypatch):
-    import sftlab.ifeval
+    import sftlab.eval.ifeval
     from sftlab.errors import ConfigError
-    from sftlab.stages import EvalSettings, guard_settings, run_eval
-    from sftlab.sweep import _manifest_identity
+    from sftlab.experiment.stages import EvalSettings, guard_settings, run_eval
+    from sftlab.experiment.sweep import _manifest_identity
 
     s = EvalSettings.from_dict({"sample": 100, "seed": 0, "sample_offset": 100})
     assert s.to_dict()["sample_offset"] == 100 and s.fingerprint()["sample_offset"] == 100
@@ -245,6 +245,6 @@ def test_eval_settings_sample_offset_and_records_made_before_it(tmp_path, monkey
     assert _manifest_identity({"eval": old_block}) != _manifest_identity({"eval": second.to_dict()})
     # run and sweep stages hand the offset to the evaluation
     seen = {}
-    monkeypatch.setattr(sftlab.ifeval, "evaluate", lambda model, out, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(sftlab.eval.ifeval, "evaluate", lambda model, out, **kw: seen.update(kw) or {})
     run_eval("m", tmp_path / "ev", second)
     assert (seen["sample"], seen["seed"], seen["sample_offset"]) == (100, 0, 100)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sftlab.errors import DataError, SftlabError
-from sftlab.generate import (
+from sftlab.eval.generate import (
     GenerationConfig,
     decode_response,
     end_of_turn_token,
@@ -45,7 +45,7 @@ def chatty_model(tokenizer):
 
 def _reference_ids(model, tokenizer, prompts, n):
     """Greedy continuations straight from transformers' generate(), one prompt at a time."""
-    from sftlab.generate import encode_prompt
+    from sftlab.eval.generate import encode_prompt
 
     out = []
     for p in prompts:
@@ -141,7 +141,7 @@ def test_bfloat16_path_runs_and_stops_at_end_of_turn(chatty_model, tokenizer, pr
     declared a stop token, and the rerun must stop exactly there (5 tokens per row: 4 + the stop)."""
     import copy
 
-    import sftlab.generate as gen_mod
+    import sftlab.eval.generate as gen_mod
 
     model = copy.deepcopy(chatty_model).to(torch.bfloat16)
     captured: dict[str, list[int]] = {}
@@ -195,7 +195,7 @@ def test_resume_generates_only_missing_prompts(chatty_model, tokenizer, prompts,
     half = json.dumps({"key": 2, "prompt": prompts[2], "response": "cut off"})[:25]  # killed mid-write
     out.write_text("".join(json.dumps(r) + "\n" for r in done) + half, encoding="utf-8")
 
-    import sftlab.generate as gen_mod
+    import sftlab.eval.generate as gen_mod
 
     encoded = []
     real_encode = gen_mod.encode_prompt
@@ -239,7 +239,7 @@ def test_generation_config_validation():
 def test_vllm_backend_without_vllm_is_a_clear_error(monkeypatch):
     import builtins
 
-    from sftlab.generate import require_vllm
+    from sftlab.eval.generate import require_vllm
 
     real_import = builtins.__import__
 

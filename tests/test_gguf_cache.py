@@ -1,4 +1,4 @@
-"""The GGUF conversion cache (sftlab.gguf_cache) on a tiny GGUF written here: a cached load gives the
+"""The GGUF conversion cache (sftlab.models.gguf_cache) on a tiny GGUF written here: a cached load gives the
 same tensors, logits and tokens as converting the GGUF again, and the cache never serves a stale,
 partial or corrupt entry. The real SmolLM2 GGUF is compared in test_models.py."""
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sftlab import gguf_cache
-from sftlab.models import builtin_template, load_model, load_tokenizer
+from sftlab.models import gguf_cache
+from sftlab.models.loading import builtin_template, load_model, load_tokenizer
 
 TINY_VOCAB = 600  # the first ids of the SmolLM2 vocabulary: specials, bytes and the first merges
 CONV = [{"role": "user", "content": "Say 3 words."}, {"role": "assistant", "content": "One two three."}]

@@ -27,7 +27,7 @@ def test_reference_recipe_trains_on_cpu_with_overrides(tmp_path, tiny_model_dir)
 
 
 def _gpucheck(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sftlab.gpucheck", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "sftlab.bench.gpucheck", *args], capture_output=True, text=True,
                           cwd=REPO_ROOT, timeout=900)
 
 

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from conftest import REPO_ROOT
 
-from sftlab import hub, layout
+from sftlab import layout
 from sftlab.errors import SftlabError
+from sftlab.train import hub
 
 SMOKE = str(REPO_ROOT / "configs" / "tiny-smoke.yaml")
 SMOLTALK = REPO_ROOT / "tests" / "fixtures" / "smoltalk_like.jsonl"
@@ -139,7 +140,7 @@ def test_a_failed_upload_is_one_error_naming_the_retry(tmp_path, monkeypatch):
         raise ConnectionError("hub unreachable")
 
     monkeypatch.setattr(hub, "upload_folder", boom)
-    with pytest.raises(SftlabError, match=r"upload to me/m failed .*python -m sftlab.hub"):
+    with pytest.raises(SftlabError, match=r"upload to me/m failed .*python -m sftlab.train.hub"):
         hub.push_to_hub(root, "me/m")
     got = _capture_upload(monkeypatch)
     exp_train = _fake_run(tmp_path / "my-exp" / layout.TRAIN, data="x.jsonl")
@@ -148,7 +149,7 @@ def test_a_failed_upload_is_one_error_naming_the_retry(tmp_path, monkeypatch):
 
 
 def test_trainer_push_is_off_and_the_token_stays_out_of_configs(tiny_model_dir):
-    from sftlab.config import load_config, resolve_training_arguments
+    from sftlab.train.config import load_config, resolve_training_arguments
 
     cfg, ta = load_config(SMOKE, ["--model", str(tiny_model_dir), "--data", str(SMOLTALK), "--push_to_hub", "true"])
     run = resolve_training_arguments(cfg, ta)

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from sftlab.errors import DataError, SftlabError
-from sftlab.ifeval import (
+from sftlab.eval.ifeval import (
     check_instruction,
     ensure_punkt,
     instruction_registry,

@@ -17,7 +17,7 @@ IFEVAL_FILE = IFEVAL_DIR / "input_data.jsonl"
 
 
 def _cfg(tiny_model_dir, *extra: str):
-    from sftlab.config import load_config
+    from sftlab.train.config import load_config
 
     return load_config(SMOKE, ["--model", str(tiny_model_dir), "--data", str(SMOLTALK), *extra])[0]
 
@@ -41,7 +41,7 @@ def test_ifeval_figures_are_logged_every_n_steps_and_plotted(tmp_path, tiny_mode
 def test_sample_is_seeded_and_model_mode_is_restored(tmp_path, tiny_model_dir, tokenizer):
     from transformers import AutoModelForCausalLM
 
-    from sftlab.ifeval_callback import make_callback
+    from sftlab.train.ifeval_callback import make_callback
 
     cfg = _cfg(tiny_model_dir, "--ifeval_eval_steps", "5", "--ifeval_eval_sample", "2",
                "--ifeval_eval_max_new_tokens", "3", "--ifeval_eval_data", str(IFEVAL_FILE))
@@ -59,7 +59,7 @@ def test_sample_is_seeded_and_model_mode_is_restored(tmp_path, tiny_model_dir, t
 
 
 def test_ifeval_data_defaults_to_the_experiment_then_google(tiny_model_dir):
-    from sftlab.ifeval_callback import ifeval_data_of
+    from sftlab.train.ifeval_callback import ifeval_data_of
 
     assert ifeval_data_of(_cfg(tiny_model_dir)) == "google/IFEval"
     assert ifeval_data_of(_cfg(tiny_model_dir, "--eval", "{ifeval_data: /x.jsonl}")) == "/x.jsonl"
@@ -78,7 +78,7 @@ def test_bad_settings_are_config_errors(tiny_model_dir, extra, words):
 def test_loss_curve_draws_ifeval_on_a_second_axis(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    from sftlab.plots import plot_loss_curve
+    from sftlab.train.loss_curve import plot_loss_curve
 
     calls = []
     real = matplotlib.axes.Axes.twinx

@@ -13,7 +13,7 @@ import random
 import pytest
 
 from sftlab.errors import SftlabError
-from sftlab.ifeval import sample_order, select_inputs
+from sftlab.eval.ifeval import sample_order, select_inputs
 
 
 def _old_select(inputs, sample, seed):

@@ -1,4 +1,4 @@
-"""sftlab.loss: values and gradients against a float64 F.cross_entropy oracle, the divisor contract,
+"""sftlab.train.loss: values and gradients against a float64 F.cross_entropy oracle, the divisor contract,
 all-masked batches, low precision, model wrappers (tied weights, bias, LoRA, DDP), and gradient
 accumulation through the real HF Trainer."""
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sftlab.errors import SftlabError
-from sftlab.loss import (
+from sftlab.train.loss import (
     chunked_cross_entropy_loss,
     chunked_loss_for_model,
     compute_loss_from_logits,
@@ -503,7 +503,7 @@ DDP_WORKER = textwrap.dedent(
     import json, os, sys
     import torch, torch.distributed as dist
     from safetensors.torch import save_file
-    from sftlab.loss import chunked_loss_for_model
+    from sftlab.train.loss import chunked_loss_for_model
 
     rank, world, store, out, cfg, batches, tests_dir = sys.argv[1:8]
     sys.path.insert(0, tests_dir)
@@ -625,7 +625,7 @@ def weighted_step_grads(tmp_path: Path, kind: str, batch_size: int, accumulation
     """Gradients of the first optimizer step through the real Trainer, weights in the batch."""
     from transformers import Trainer, TrainerCallback, TrainingArguments
 
-    from sftlab.collate import SFTDataCollator
+    from sftlab.train.collate import SFTDataCollator
 
     captured: dict = {}
 

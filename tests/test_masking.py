@@ -1,4 +1,4 @@
-"""Loss masks (sftlab.masking): strategies, truncation, the fast path against the reference,
+"""Loss masks (sftlab.prep.masking): strategies, truncation, the fast path against the reference,
 the check-masking command against an independent oracle, and the inspect command."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from helpers import A, S, U  # tests/ is on sys.path (rootdir-less test modules)
 
-from sftlab import masking
 from sftlab.cli import main
 from sftlab.data import load_conversations
 from sftlab.errors import ConfigError
-from sftlab.masking import (
+from sftlab.prep import masking
+from sftlab.prep.masking import (
     IGNORE_INDEX,
     REVERSE_SYSTEM_PROMPT,
     encode_conversation,
@@ -68,7 +68,7 @@ def trained_text(tok, feats):
 @pytest.fixture(scope="module")
 def gguf_template_tokenizer(tokenizer):
     """The real SmolLM2 tokenizer with the GGUF instruct model's template (adds a default system prompt)."""
-    from sftlab.models import load_tokenizer
+    from sftlab.models.loading import load_tokenizer
 
     gguf_tok = load_tokenizer("smollm2-135m-instruct-gguf")
     assert GGUF_DEFAULT_SYSTEM in gguf_tok.chat_template
@@ -313,7 +313,7 @@ def test_unsafe_templates_fall_back_to_the_reference_and_say_so(tokenizer, share
     tok.chat_template = template
     monkeypatch.setattr(masking, "_warned_templates", set())
     total_fallbacks = 0
-    with caplog.at_level(logging.WARNING, logger="sftlab.masking"):
+    with caplog.at_level(logging.WARNING, logger="sftlab.prep.masking"):
         for conv in [*EDGE_CASES.values(), *sharegpt_sample[:8]]:
             for strategy in ("assistant", "reverse"):
                 rendered, _ = masking.apply_strategy(conv, strategy)

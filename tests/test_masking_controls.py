@@ -17,7 +17,7 @@ from helpers import A, S, U  # tests/ is on sys.path (rootdir-less test modules)
 from sftlab.cli import main
 from sftlab.data import load_conversations
 from sftlab.errors import DataError, SftlabError
-from sftlab.masking import (
+from sftlab.prep.masking import (
     IGNORE_INDEX,
     REVERSE_SYSTEM_PROMPT,
     STRATEGIES,
@@ -219,13 +219,13 @@ def test_templates_that_hide_the_content_boundaries_keep_spans_whole(tokenizer, 
     import copy
     import logging
 
-    from sftlab import masking
+    from sftlab.prep import masking
 
     monkeypatch.setattr(masking, "_warned_templates", set())
     tok = copy.deepcopy(tokenizer)
     tok.chat_template = template
     conv = [U("q"), A("a1"), U("q2"), A("a2")]
-    with caplog.at_level(logging.WARNING, logger="sftlab.masking"):
+    with caplog.at_level(logging.WARNING, logger="sftlab.prep.masking"):
         whole = encode_conversation(conv, tok, method="prefix")
         for method in ("fast", "prefix"):
             assert encode_conversation(conv, tok, method=method, train_on_eos=False, train_on_role_header=False) == whole
@@ -266,7 +266,7 @@ def test_tool_folding_keeps_the_user_turns_flags():
 
 
 def test_preprocess_cache_key_and_weights_column(tokenizer, tokenizer_dir, tmp_path):
-    from sftlab.preprocess import PreprocessConfig, cache_key_inputs, preprocess
+    from sftlab.prep.pipeline import PreprocessConfig, cache_key_inputs, preprocess
 
     plain = tmp_path / "plain.jsonl"
     plain.write_text("\n".join(json.dumps({"messages": [U(f"q{i}"), A(f"a{i}")]}) for i in range(3)) + "\n")
@@ -306,9 +306,9 @@ def test_preprocess_cli_takes_the_controls(tokenizer_dir, tmp_path, capsys):
 
 
 def test_train_config_keys(tokenizer_dir, tmp_path):
-    from sftlab.config import TrainConfig, load_config
     from sftlab.errors import ConfigError
-    from sftlab.preprocess import PreprocessConfig
+    from sftlab.prep.pipeline import PreprocessConfig
+    from sftlab.train.config import TrainConfig, load_config
 
     assert TrainConfig.__dataclass_fields__["train_on_eos"].default is True
     assert TrainConfig.__dataclass_fields__["train_on_role_header"].default is True
@@ -421,7 +421,7 @@ def test_inspect_shows_weights_and_no_eos(tokenizer_dir, tmp_path, capsys):
 def test_collators_pad_weights_and_fill_them_for_unweighted_examples():
     import torch
 
-    from sftlab.collate import PackedCollator, SFTDataCollator, pack_examples
+    from sftlab.train.collate import PackedCollator, SFTDataCollator, pack_examples
 
     a = {"input_ids": [5, 6, 7, 8], "labels": [-100, 6, 7, 8], "attention_mask": [1] * 4, "weights": [0.0, 2.0, 2.0, 0.5]}
     b = {"input_ids": [9, 10], "labels": [-100, 10], "attention_mask": [1, 1]}

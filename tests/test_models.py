@@ -1,4 +1,4 @@
-"""Model loading (sftlab.models) on the real offline weights: SmolLM2-135M-Instruct as a GGUF file."""
+"""Model loading (sftlab.models.loading) on the real offline weights: SmolLM2-135M-Instruct as a GGUF file."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sftlab.models import GGUF_ALIAS, load_model, load_tokenizer, resolve_model
+from sftlab.models.loading import GGUF_ALIAS, load_model, load_tokenizer, resolve_model
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_cached_gguf_load_equals_converting_the_gguf(gguf_model, monkeypatch):
     directory); converting the GGUF file again gives bit-identical logits, and the same tokens."""
     import torch
 
-    from sftlab import gguf_cache
+    from sftlab.models import gguf_cache
 
     cached_tok = load_tokenizer(GGUF_ALIAS)
     assert list(gguf_cache.cache_root().glob("gguf/*/model/model.safetensors"))

@@ -9,10 +9,10 @@ import pytest
 from conftest import REPO_ROOT, run_cli
 from test_train import ok
 
-from sftlab import aliases
-from sftlab.aliases import resolve_aliases
-from sftlab.config import load_config
 from sftlab.errors import ConfigError
+from sftlab.train import aliases
+from sftlab.train.aliases import resolve_aliases
+from sftlab.train.config import load_config
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures"
 SMOLTALK = FIXTURES / "smoltalk_like.jsonl"
@@ -102,7 +102,7 @@ def test_alias_conflicts_and_bad_values_are_config_errors(raw, words):
 
 
 def test_assistant_only_loss_false_is_a_full_sequence_strategy_or_a_clear_error():
-    from sftlab.masking import STRATEGIES
+    from sftlab.prep.masking import STRATEGIES
 
     full = [s for s in aliases.FULL_SEQUENCE_STRATEGIES if s in STRATEGIES]
     if full:
@@ -125,7 +125,7 @@ def test_issue_keys_load_from_a_file_and_overrides_replace_the_aliased_key(tmp_p
 
 
 def test_an_override_replaces_the_file_key_of_the_same_meaning():
-    from sftlab.aliases import without_replaced
+    from sftlab.train.aliases import without_replaced
 
     file_raw = {"dataset_name": "org/d", "dataset_config": "en", "lora_alpha": 16, "max_length": 64}
     assert without_replaced(file_raw, {"data": "x.jsonl", "lora": {"r": 4}, "model_max_length": 32}) == {
@@ -195,7 +195,7 @@ def test_sftlab_run_reads_peer_keys_too(tiny_model_dir, tmp_path, ifeval_dir):
     """``sftlab run`` finds the model under TRL's name and hands sftlab's keys to training."""
     import yaml
 
-    from sftlab.run import load_run_config
+    from sftlab.experiment.run import load_run_config
 
     p = tmp_path / "run.yaml"
     p.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_model_dir), "dataset_name": "sharegpt",

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from sftlab import preprocess as pp
 from sftlab.cli import main
 from sftlab.data import load_conversations
-from sftlab.masking import IGNORE_INDEX, encode_conversation
-from sftlab.preprocess import PreprocessConfig, preprocess
+from sftlab.prep import pipeline as pp
+from sftlab.prep.masking import IGNORE_INDEX, encode_conversation
+from sftlab.prep.pipeline import PreprocessConfig, preprocess
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

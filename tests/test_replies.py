@@ -15,9 +15,7 @@ import pytest
 import yaml
 
 from sftlab.augment import AugmentConfig
-from sftlab.data import LoadResult
-from sftlab.errors import ConfigError
-from sftlab.replies import (
+from sftlab.augment.replies import (
     SKIP_MULTI_TURN,
     SKIP_PROMPT_TOO_LONG,
     SKIP_UNFINISHED,
@@ -26,6 +24,8 @@ from sftlab.replies import (
     self_distill,
     single_turn_prompt,
 )
+from sftlab.data import LoadResult
+from sftlab.errors import ConfigError
 
 WORD = "Hello"
 
@@ -34,7 +34,7 @@ def _answering_llama(tokenizer, out_dir, *, word=WORD, loop=False):
     import torch
     from helpers import tiny_llama
 
-    from sftlab.generate import encode_prompt
+    from sftlab.eval.generate import encode_prompt
 
     model = tiny_llama(tokenizer, tie_word_embeddings=False)
     last = encode_prompt(tokenizer, "any question")[-1]  # the generation prompt's last token ("\n")
@@ -104,7 +104,7 @@ def test_the_model_answers_and_what_cannot_be_answered_is_counted(answering_dir,
 
 
 def test_answers_are_cached_and_reused_without_loading_the_model(answering_dir, tokenizer, monkeypatch):
-    import sftlab.replies as replies
+    import sftlab.augment.replies as replies
 
     convs = [[U("First question?"), A("x")], [U("Second question?"), A("y")]]
     self_distill(_loaded(convs), str(answering_dir), tokenizer, max_length=128, max_new_tokens=16, progress=False)
@@ -173,8 +173,8 @@ def test_self_distilled_config_trains_end_to_end(answering_dir, tmp_path, cli):
     assert stats["replies"]["replaced"] == 12 and stats["replies"]["skipped"] == {SKIP_MULTI_TURN: 1}
     assert stats["augment"]["conversations_in"] == 12
     # The report's data section says where the replies came from.
+    from sftlab.experiment.typesplit import type_split
     from sftlab.report.data import constraints_sentence
-    from sftlab.typesplit import type_split
 
     sentence = constraints_sentence(type_split(out), stats)
     assert (f"The replies are the model's own: `{answering_dir}` answered 12 of 13 prompts greedily (up to 16 new "
@@ -202,7 +202,7 @@ def test_augment_cli_answers_with_the_model(answering_dir, tmp_path, cli):
 
 
 def test_the_preprocessing_cache_key_names_the_answering_model(answering_dir, tiny_model_dir, tokenizer, tmp_path):
-    from sftlab.preprocess import PreprocessConfig, cache_key_inputs
+    from sftlab.prep.pipeline import PreprocessConfig, cache_key_inputs
 
     def key(model, replies="model"):
         cfg = PreprocessConfig(data=str(tmp_path), tokenizer=str(model), chat_template="chatml", num_proc=1,

@@ -186,7 +186,7 @@ def test_report_html_renders_in_headless_chromium(sweep_report, tmp_path):
 
 
 def _write_eval(out: Path, inputs: list[dict], responses: dict[str, str], model: str) -> dict:
-    from sftlab.ifeval import score_responses, write_results
+    from sftlab.eval.ifeval import score_responses, write_results
 
     out.mkdir(parents=True)
     with open(out / "responses.jsonl", "w", encoding="utf-8") as f:
@@ -199,7 +199,7 @@ def _write_eval(out: Path, inputs: list[dict], responses: dict[str, str], model:
 
 @pytest.mark.integration
 def test_report_calls_out_improvements_regressions_and_examples(tmp_path, tmp_path_factory, tiny_model_dir, ifeval_dir):
-    from sftlab.ifeval import load_ifeval_inputs, score_responses
+    from sftlab.eval.ifeval import load_ifeval_inputs, score_responses
 
     _, sweep = ensure_sweep(tmp_path_factory, tiny_model_dir, ifeval_dir)
     inputs = load_ifeval_inputs(str(ifeval_dir / "input_data_gpt4_era.jsonl"))[:12]
@@ -292,7 +292,7 @@ FABRICATED = {
 
 def _fabricated_eval(out: Path, which: int) -> None:
     """An eval directory whose verdicts are ``FABRICATED``'s column ``which`` (1 baseline, 2 fine-tuned)."""
-    from sftlab.ifeval import aggregate, write_results
+    from sftlab.eval.ifeval import aggregate, write_results
 
     rows = [{"instruction_id_list": v[0], "prompt": p, "response": f"response {which}-{i}",
              "follow_all_instructions": all(v[which]), "follow_instruction_list": v[which]}

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
+from sftlab.experiment.typesplit import type_split
 from sftlab.report import SECTION_TITLES, write_report
-from sftlab.typesplit import type_split
 
 NO_COMMA = "punctuation:no_comma"
 TITLE = "detectable_format:title"
@@ -39,7 +39,7 @@ VERDICTS = {
 
 def fabricated_eval(out: Path, which: str, *, model: str | dict = "m", prompts: list[str] | None = None) -> Path:
     """An ``sftlab eval`` output whose verdicts are ``VERDICTS``' baseline (``"base"``) or fine-tuned ones."""
-    from sftlab.ifeval import aggregate, write_results
+    from sftlab.eval.ifeval import aggregate, write_results
 
     s_col, l_col = (1, 3) if which == "base" else (2, 4)
     strict, loose = [], []
@@ -213,7 +213,7 @@ def test_per_instruction_section_splits_trained_and_held_out_types(augmented_rep
 
 def _records(tmp_path: Path, tokenizer, runs: dict[str, dict]) -> list:
     """Run directories with the fine-tuned verdicts and the given ``fake_train_dir`` options, read back."""
-    from sftlab.results import expand_run_dirs
+    from sftlab.report.results import expand_run_dirs
 
     for name, opts in runs.items():
         fake_train_dir(tmp_path / name / "train", tokenizer, **opts)
@@ -263,9 +263,9 @@ def test_data_section_notes_when_runs_differ(tmp_path, tokenizer):
 def test_data_section_reads_what_preprocessing_wrote(tmp_path, tokenizer, tokenizer_dir, ifeval_dir):
     """``stats.json`` as real preprocessing writes it into the training output (what sftlab train does)."""
     from sftlab.data import load_conversations
-    from sftlab.preprocess import PreprocessConfig, preprocess
+    from sftlab.prep.pipeline import PreprocessConfig, preprocess
     from sftlab.report.data import section_data
-    from sftlab.results import load_run
+    from sftlab.report.results import load_run
 
     convs = load_conversations("sharegpt", max_samples=16, max_rounds=1).conversations
     data = tmp_path / "convs.jsonl"

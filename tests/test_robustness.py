@@ -371,7 +371,7 @@ def test_sitecustomize_helpers_work(site_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["None", "True"]
     assert "collections.OrderedDict" in log.read_text(encoding="utf-8")
-    from sftlab.models import find_gguf_alias
+    from sftlab.models.loading import find_gguf_alias
 
     assert find_gguf_alias().suffix == ".gguf"  # without the hiding, the alias resolves here
 
@@ -523,7 +523,7 @@ def chatty_model_dir(tmp_path_factory, tokenizer_dir) -> Path:
     0.02 a 2-layer random model repeats one token, and equal responses would prove little)."""
     from helpers import save_tiny_llama
 
-    from sftlab.models import load_tokenizer
+    from sftlab.models.loading import load_tokenizer
 
     tok = load_tokenizer(str(tokenizer_dir), chat_template="chatml")
     return save_tiny_llama(tok, tmp_path_factory.mktemp("chatty-llama"), initializer_range=0.1)
@@ -802,8 +802,8 @@ def test_no_pickle_no_unsafe_yaml_no_remote_code_no_eval_in_sftlab():
 def test_trust_remote_code_is_off_unless_the_config_turns_it_on(monkeypatch, tiny_model_dir, tmp_path):
     import transformers
 
-    from sftlab import models
-    from sftlab.config import TrainConfig, load_config
+    from sftlab.models import loading as models
+    from sftlab.train.config import TrainConfig, load_config
 
     seen = []
 

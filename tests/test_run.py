@@ -11,8 +11,8 @@ from conftest import run_cli
 from test_sweep import tiny_eval_settings, tiny_train_config, write_conversations
 
 from sftlab.errors import ConfigError
+from sftlab.experiment.run import load_run_config, run_experiment
 from sftlab.report import SECTION_TITLES
-from sftlab.run import load_run_config, run_experiment
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ class StageReached(Exception):
 
 
 def test_guard_settings_records_then_compares(tmp_path):
-    from sftlab.stages import guard_settings
+    from sftlab.experiment.stages import guard_settings
 
     path = tmp_path / "rec.yaml"
     first = {"lr": 1e-3, "lora": {"r": 8, "alpha": 16}, "eval": {"limit": 3}, "tags": ("a", "b")}
@@ -152,12 +152,12 @@ def test_guard_settings_records_then_compares(tmp_path):
 
 
 def test_run_resumes_with_the_same_config_and_refuses_a_changed_one(run_config, tmp_path, monkeypatch):
-    import sftlab.run
+    import sftlab.experiment.run
 
     def stop(*args, **kwargs):
         raise StageReached
 
-    monkeypatch.setattr(sftlab.run, "run_eval", stop)
+    monkeypatch.setattr(sftlab.experiment.run, "run_eval", stop)
     out = tmp_path / "exp"
     with pytest.raises(StageReached):
         run_experiment(load_run_config(run_config))
@@ -174,7 +174,7 @@ def test_run_resumes_with_the_same_config_and_refuses_a_changed_one(run_config, 
     assert (out / "run_config.yaml").read_text() == recorded
     assert (out / "train_config.yaml").read_text() == train_recorded
     # eval settings alone are not part of the training config: that record is refused on its own
-    from sftlab.stages import write_train_config
+    from sftlab.experiment.stages import write_train_config
 
     cfg = load_run_config(run_config, {"max_steps": 3})
     with pytest.raises(ConfigError, match=r"different training config \(differs in: max_steps \(2 -> 3\)\)"):

@@ -18,8 +18,8 @@ import yaml
 from conftest import run_cli
 
 from sftlab.errors import ConfigError
+from sftlab.experiment.sweep import expand_override_sets, load_sweep_config, run_name, run_sweep
 from sftlab.layout import safe_name
-from sftlab.sweep import expand_override_sets, load_sweep_config, run_name, run_sweep
 
 LEARNING_RATES = [1.0e-3, 3.0e-3]
 _CACHE: dict[str, subprocess.CompletedProcess] = {}
@@ -252,12 +252,12 @@ class StageReached(Exception):
 
 def test_sweep_resumes_with_the_same_settings_and_refuses_changed_ones(tmp_path, tiny_model_dir, ifeval_dir,
                                                                         monkeypatch):
-    import sftlab.sweep
+    import sftlab.experiment.sweep
 
     def stop(*args, **kwargs):
         raise StageReached
 
-    monkeypatch.setattr(sftlab.sweep, "run_eval", stop)
+    monkeypatch.setattr(sftlab.experiment.sweep, "run_eval", stop)
     data = write_conversations(tmp_path / "c.jsonl", n=4)
     out = tmp_path / "o"
     p = _write(tmp_path, {"base": tiny_train_config(tiny_model_dir, data), "grid": {"learning_rate": [1e-3, 2e-3]},

@@ -36,7 +36,7 @@ def test_trackio_and_mlflow_are_accepted_names(capsys, monkeypatch, tiny_model_d
     """No sftlab list refuses them: trackio validates; mlflow fails only on its missing package."""
     from transformers.integrations import integration_utils
 
-    from sftlab.config import load_config
+    from sftlab.train.config import load_config
 
     _, ta = load_config(SMOKE, ["--model", str(tiny_model_dir), "--data", str(SMOLTALK), "--report_to", "trackio"])
     assert ta["report_to"] == "trackio"

@@ -136,7 +136,7 @@ def test_saved_model_loads_with_chat_template_and_stops_at_end_of_turn(tmp_path,
     with sftlab's generation, answers and stops right there (not at max_new_tokens)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from sftlab.generate import GenerationConfig, generate_responses, stop_token_ids
+    from sftlab.eval.generate import GenerationConfig, generate_responses, stop_token_ids
 
     question, answer = "Say the magic words.", "The magic words are please and thank you."
     data = tmp_path / "same.jsonl"
@@ -331,7 +331,7 @@ def test_bad_choice_and_secret_keys(capsys, tiny_model_dir, data_file):
 
 
 def test_overrides_parse_yaml_values_and_nested_keys():
-    from sftlab.config import parse_overrides
+    from sftlab.train.config import parse_overrides
 
     got = parse_overrides(["--learning_rate", "2e-5", "--lora.r=8", "--packing", "--report_to", "none",
                            "--lora.target_modules", "[q_proj, v_proj]", "--max_samples", "null"])
@@ -340,7 +340,7 @@ def test_overrides_parse_yaml_values_and_nested_keys():
 
 
 def test_load_config_coerces_yaml_floats_and_derives_accumulation(tmp_path, tiny_model_dir, data_file, monkeypatch):
-    from sftlab.config import load_config
+    from sftlab.train.config import load_config
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     cfg_file = tmp_path / "c.yaml"
@@ -354,7 +354,7 @@ def test_load_config_coerces_yaml_floats_and_derives_accumulation(tmp_path, tiny
 
 
 def test_length_grouped_order_is_seeded_and_groups_lengths():
-    from sftlab.collate import length_grouped_indices
+    from sftlab.train.collate import length_grouped_indices
 
     lengths = [(i * 37) % 101 + 1 for i in range(200)]
     a = length_grouped_indices(lengths, 4, seed=1, epoch=0)
@@ -378,7 +378,7 @@ def test_packed_rows_attend_only_within_their_conversation(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from sftlab.collate import PackedCollator, pack_examples
+    from sftlab.train.collate import PackedCollator, pack_examples
 
     g = torch.Generator().manual_seed(0)
     examples = []
@@ -431,8 +431,8 @@ def test_lora_trains_and_saves_a_merged_model(tmp_path, tiny_model_dir, data_fil
 
 
 def test_output_dir_lock_excludes_a_second_run_and_is_released_on_error(tmp_path):
-    from sftlab.checkpoints import output_dir_lock
     from sftlab.errors import SftlabError
+    from sftlab.train.checkpoints import output_dir_lock
 
     with output_dir_lock(tmp_path):
         with pytest.raises(SftlabError, match="another sftlab train is running"), output_dir_lock(tmp_path):
@@ -446,10 +446,10 @@ def test_output_dir_lock_excludes_a_second_run_and_is_released_on_error(tmp_path
 def test_failed_training_run_leaves_the_output_dir_unlocked(tmp_path, tiny_model_dir):
     """A run that fails after taking the lock (here: its data file is missing) releases it at once, even
     while its traceback (and so its frames) is still alive: a second run can start."""
-    from sftlab.checkpoints import output_dir_lock
-    from sftlab.config import load_config
     from sftlab.errors import SftlabError
-    from sftlab.train import train
+    from sftlab.train.checkpoints import output_dir_lock
+    from sftlab.train.config import load_config
+    from sftlab.train.recipe import train
 
     out = tmp_path / "out"
     cfg, ta = load_config(SMOKE, ["--model", str(tiny_model_dir), "--data", str(tmp_path / "missing.jsonl"),
@@ -470,7 +470,7 @@ def test_resolved_config_holds_every_training_argument_and_loads_back(baseline):
     import yaml
     from transformers import TrainingArguments
 
-    from sftlab.config import load_config, resolve_training_arguments, saved_config
+    from sftlab.train.config import load_config, resolve_training_arguments, saved_config
 
     text = (baseline / "sftlab_config.yaml").read_text()
     saved = yaml.safe_load(text)
@@ -491,8 +491,8 @@ def test_preprocess_config_is_derived_from_the_training_config():
     """Every preprocessing setting comes from the training config's key of the same meaning."""
     import dataclasses
 
-    from sftlab.config import TrainConfig
-    from sftlab.preprocess import PreprocessConfig
+    from sftlab.prep.pipeline import PreprocessConfig
+    from sftlab.train.config import TrainConfig
 
     cfg = TrainConfig(model="m", tokenizer="t", data="d", conversation_field="msgs", max_samples=5, max_rounds=2,
                       strict=True, masking="reverse", chat_template="chatml", model_max_length=99, truncation="left",
@@ -509,7 +509,7 @@ def test_preprocess_config_is_derived_from_the_training_config():
 
 def test_checkpoint_bookkeeping(tmp_path):
     """Only marked checkpoints count; stale and newer ones go; metrics are cut back to the resumed step."""
-    from sftlab import checkpoints
+    from sftlab.train import checkpoints
 
     for step, complete in ((2, True), (4, True), (6, False)):
         ckpt = tmp_path / f"checkpoint-{step}"

@@ -8,8 +8,8 @@ properties name its files; modules ask it for paths instead of spelling names th
     TrainDir(Path("runs/x")).summary          # runs/x/train_summary.json
     RunDir(Path("runs/demo")).finetuned.summary  # runs/demo/finetuned_eval/summary.json
 
-Only names and paths live here: no reading, writing or validation (see :mod:`sftlab.checkpoints`,
-:mod:`sftlab.results` and the stage modules for that).
+Only names and paths live here: no reading, writing or validation (see :mod:`sftlab.train.checkpoints`,
+:mod:`sftlab.report.results` and the stage modules for that).
 """
 
 from __future__ import annotations

@@ -242,7 +242,7 @@ EXTRA_CONFLICTS: tuple[tuple[str, str], ...] = (
 
 def conflicts() -> dict[str, set[str]]:
     """Symmetric conflict sets: lm_eval's ``INSTRUCTION_CONFLICTS`` (not mutated) plus :data:`EXTRA_CONFLICTS`."""
-    from sftlab.ifeval import ensure_punkt
+    from sftlab.eval.ifeval import ensure_punkt
 
     ensure_punkt()
     from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_CONFLICTS

@@ -31,7 +31,7 @@ class AugmentConfig:
     ``ngram``: decontamination n-gram length in words. ``decontaminate``: on by default; effective
     whenever ``ifeval_data`` (or ``ifeval_prompts``) is given.
     ``replies``: ``dataset`` keeps the data's replies; ``model`` has the model being fine-tuned answer
-    each single-turn prompt itself first (:mod:`sftlab.replies`, self-distillation), with up to
+    each single-turn prompt itself first (:mod:`sftlab.augment.replies`, self-distillation), with up to
     ``reply_max_new_tokens`` new tokens; the augmentation then works on those answers.
     ``strip_openers``: remove a chatty opening ("Sure, here's ...:") from every final reply, plain or
     augmented (:func:`sftlab.augment.text.strip_opener`).
@@ -146,13 +146,13 @@ class AugmentConfig:
 
 def check_reply_max_new_tokens(n: Any) -> None:
     """``reply_max_new_tokens`` must be a positive integer: one check for the config and for
-    :func:`sftlab.replies.self_distill`, which callers may reach without an :class:`AugmentConfig`."""
+    :func:`sftlab.augment.replies.self_distill`, which callers may reach without an :class:`AugmentConfig`."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ConfigError(f"augment reply_max_new_tokens must be a positive integer, got {n!r}")
 
 
 REPLY_SOURCES = ("dataset", "model")
-"""``replies``: keep the dataset's replies, or let the model answer the prompts itself (:mod:`sftlab.replies`)."""
+"""``replies``: keep the dataset's replies, or let the model answer the prompts itself (:mod:`sftlab.augment.replies`)."""
 
 KINDS = ("transform", "relabel")
 """Names ``type_weights`` accepts besides instruction types: every entry of that kind."""

@@ -37,6 +37,6 @@ class Decontaminator:
 
 def load_ifeval_prompts(spec: str) -> list[str]:
     """The prompt texts of an IFEval inputs file (or hub id), for decontamination."""
-    from sftlab.ifeval import load_ifeval_inputs
+    from sftlab.eval.ifeval import load_ifeval_inputs
 
     return [inp["prompt"] for inp in load_ifeval_inputs(spec)]

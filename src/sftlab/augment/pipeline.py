@@ -4,7 +4,7 @@ instructions, decontaminate, verify with the IFEval checker, and count what happ
 Why: this is the only place that runs entries on conversations, so the guarantees live here:
 each conversation draws from its own ``random.Random`` seeded by ``(seed, index)`` (byte-identical
 output for a seed), and every emitted example is re-checked in strict mode by
-:func:`sftlab.ifeval.check_instruction`, the function ``sftlab eval`` scores with.
+:func:`sftlab.eval.ifeval.check_instruction`, the function ``sftlab eval`` scores with.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ MAX_ATTEMPTS = 3
 
 
 def verify(prompt: str, response: str, ids: list[str], kwargs: list[dict[str, Any]]) -> list[bool]:
-    """Strict verdict per instruction, through :func:`sftlab.ifeval.check_instruction` (what ``sftlab eval`` uses)."""
-    from sftlab.ifeval import check_instruction, instruction_registry
+    """Strict verdict per instruction, through :func:`sftlab.eval.ifeval.check_instruction` (what ``sftlab eval`` uses)."""
+    from sftlab.eval.ifeval import check_instruction, instruction_registry
 
     registry = instruction_registry()
     inp = {"prompt": prompt, "instruction_id_list": ids, "kwargs": kwargs}
@@ -131,7 +131,7 @@ def augment_conversations(
     ``ifeval_prompts`` when given, else the prompts of ``cfg.ifeval_data`` when set (and
     ``cfg.decontaminate``). The output depends only on the inputs and ``cfg``.
     """
-    from sftlab.ifeval import ensure_punkt
+    from sftlab.eval.ifeval import ensure_punkt
 
     ensure_punkt()
     pool = cfg.active_types()

@@ -140,7 +140,7 @@ def detect_language(text: str) -> str | None:
     """langdetect's verdict with the scorer's seeding, or None when it cannot tell."""
     import langdetect
 
-    from sftlab.ifeval import seeded_checkers
+    from sftlab.eval.ifeval import seeded_checkers
 
     with seeded_checkers(0):
         try:

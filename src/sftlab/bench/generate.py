@@ -40,7 +40,7 @@ def shared_dir() -> Path:
 
 def load_prompts(n: int, seed: int = 0) -> list[str]:
     """The first ``n`` of the prompts ``sftlab eval --sample n --seed seed`` scores (same selection)."""
-    from sftlab.ifeval import sample_order
+    from sftlab.eval.ifeval import sample_order
 
     path = shared_dir() / "ifeval" / "input_data.jsonl"
     with open(path, encoding="utf-8") as f:
@@ -53,7 +53,7 @@ def build_model(seed: int = 0):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from sftlab.models import load_tokenizer
+    from sftlab.models.loading import load_tokenizer
 
     tok_dir = shared_dir() / "tokenizers" / "SmolLM2-135M"
     tokenizer = load_tokenizer(str(tok_dir), chat_template="chatml")
@@ -69,7 +69,7 @@ def _as_dtype(model, dtype: str):
 
     import torch
 
-    from sftlab.generate import resolve_dtype
+    from sftlab.eval.generate import resolve_dtype
 
     if resolve_dtype(dtype) == "bfloat16":
         return copy.deepcopy(model).to(torch.bfloat16)
@@ -93,7 +93,7 @@ def _run_synthetic(n_prompts: int, max_new_tokens: int, batch_size: int) -> dict
     """Random-init weights, every answer runs to the limit: batched against one prompt at a time."""
     import torch
 
-    import sftlab.generate as gen
+    import sftlab.eval.generate as gen
 
     model, tokenizer = build_model()
     prompts = load_prompts(n_prompts)
@@ -127,9 +127,9 @@ def _run_synthetic(n_prompts: int, max_new_tokens: int, batch_size: int) -> dict
 
 def run_real(n_prompts: int = 32, max_new_tokens: int = 256) -> dict[str, Any]:
     """The evaluation workload: real IFEval prompts and weights, useful tokens/s (see the module doc)."""
-    import sftlab.generate as gen
+    import sftlab.eval.generate as gen
     from sftlab.errors import SftlabError
-    from sftlab.models import GGUF_ALIAS, find_gguf_alias, load_model, load_tokenizer
+    from sftlab.models.loading import GGUF_ALIAS, find_gguf_alias, load_model, load_tokenizer
 
     try:
         gguf = find_gguf_alias()
@@ -172,7 +172,7 @@ def _llamacpp(gguf: Path, tokenizer, prompts: list[str], max_new_tokens: int) ->
         return {"real_llamacpp": "skipped: llama-cpp-python is not installed (pip install 'sftlab[llamacpp]')"}
     import torch
 
-    from sftlab.generate import encode_prompt, stop_token_ids
+    from sftlab.eval.generate import encode_prompt, stop_token_ids
 
     threads = torch.get_num_threads()
     llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=4096, n_threads=threads, n_threads_batch=threads,

@@ -4,8 +4,8 @@ Both sides start from the same final hidden states ``h`` (``seq x hidden``) and 
 ``W`` (``vocab x hidden``), both requiring gradients, on one sequence whose every shifted position is
 a target (the worst case for the chunked loss, which skips ``-100`` positions):
 
-- naive: ``logits = h @ W.T`` then :func:`sftlab.loss.cross_entropy_loss` (full ``seq x vocab`` logits);
-- chunked: :func:`sftlab.loss.chunked_cross_entropy_loss`.
+- naive: ``logits = h @ W.T`` then :func:`sftlab.train.loss.cross_entropy_loss` (full ``seq x vocab`` logits);
+- chunked: :func:`sftlab.train.loss.chunked_cross_entropy_loss`.
 
 Peak memory on the CPU: PyTorch's CPU allocations bypass ``tracemalloc``, so we read the process's
 resident-set high-water mark (``VmHWM`` in ``/proc/self/status``) after resetting it to the current
@@ -115,7 +115,7 @@ def run(
     """
     import torch
 
-    from sftlab.loss import DEFAULT_CHUNK_SIZE, chunked_cross_entropy_loss, cross_entropy_loss
+    from sftlab.train.loss import DEFAULT_CHUNK_SIZE, chunked_cross_entropy_loss, cross_entropy_loss
 
     chunk = int(chunk_size or DEFAULT_CHUNK_SIZE)
     reps = int(reps or (2 if quick else 5))

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sftlab.preprocess import ENCODE_BATCH as BATCH  # the batch `sftlab preprocess` encodes at once
+from sftlab.prep.pipeline import ENCODE_BATCH as BATCH  # the batch `sftlab preprocess` encodes at once
 
 FULL_N = 2000
 QUICK_N = 200
@@ -46,7 +46,7 @@ def _shared_tokenizer_dir() -> Path | None:
 
 
 def _load_tokenizer() -> tuple[Any, str]:
-    from sftlab.models import GGUF_ALIAS, load_tokenizer
+    from sftlab.models.loading import GGUF_ALIAS, load_tokenizer
 
     d = _shared_tokenizer_dir()
     if d is not None:
@@ -98,7 +98,7 @@ def _time_trl(tok: Any, convs: list) -> dict[str, Any]:
 def run(quick: bool = False, n: int | None = None, batch_size: int = BATCH) -> dict[str, Any]:
     """Measure conversations/s of both masking methods on the same ShareGPT conversations."""
     from sftlab.data import load_conversations
-    from sftlab.masking import encode_conversation, encode_conversations_with_info
+    from sftlab.prep.masking import encode_conversation, encode_conversations_with_info
 
     n = n or (QUICK_N if quick else FULL_N)
     convs = load_conversations("sharegpt", max_samples=n).conversations
@@ -156,7 +156,7 @@ def run(quick: bool = False, n: int | None = None, batch_size: int = BATCH) -> d
 
 def _retokenisation_factor(tok: Any, convs: list) -> float:
     """Tokens the prefix reference encodes (every prefix, then the whole) over the tokens of the whole."""
-    from sftlab.masking import prefix_lengths_fast_batch
+    from sftlab.prep.masking import prefix_lengths_fast_batch
 
     done = total = 0
     for i in range(0, len(convs), BATCH):

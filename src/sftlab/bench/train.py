@@ -36,7 +36,7 @@ MAX_LENGTH = 2048
 
 
 def _tokenizer():
-    from sftlab.models import load_tokenizer
+    from sftlab.models.loading import load_tokenizer
 
     here = Path(__file__).resolve()
     for parent in here.parents:
@@ -70,7 +70,7 @@ def _model_config(tok, tok_dir: Path | None, quick: bool, max_length: int = MAX_
 def _features(tok, n: int, max_rounds: int | None, max_length: int = MAX_LENGTH) -> list[dict[str, list[int]]]:
     """The first ``n`` usable ShareGPT conversations, masked (assistant tokens) and cut at 2048."""
     from sftlab.data import load_conversations
-    from sftlab.masking import encode_conversation
+    from sftlab.prep.masking import encode_conversation
 
     res = load_conversations("sharegpt", max_samples=n * 2, max_rounds=max_rounds)
     feats = []
@@ -116,7 +116,7 @@ class _Path:
 
     def _forward_backward(self, batch: dict) -> tuple[Any, int]:
         """Loss (backpropagated) and real-token count of one collated batch, padded or packed."""
-        from sftlab.loss import compute_loss_from_logits
+        from sftlab.train.loss import compute_loss_from_logits
 
         if "position_ids" in batch:  # packed rows: position resets define the attention
             real = int(batch.pop("num_real_tokens"))
@@ -160,7 +160,7 @@ def _mix(name: str, tok, model_cfg, init_state, feats, batch_size: int,
          max_length: int = MAX_LENGTH) -> dict[str, Any]:
     """Train the paths on one mix, alternating their steps so all see the same machine load."""
     from sftlab.bench.machine import matmul_gflops
-    from sftlab.collate import PackedCollator, SFTDataCollator, length_grouped_indices, pack_examples
+    from sftlab.train.collate import PackedCollator, SFTDataCollator, length_grouped_indices, pack_examples
 
     lengths = [len(f["input_ids"]) for f in feats]
     pad_id = tok.pad_token_id

@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
                         **({"reply_max_new_tokens": args.reply_max_new_tokens} if args.reply_max_new_tokens else {}))
     tokenizer = None
     if args.replies_from:  # the model's spec and tokenizer are checked before any reading
-        from sftlab.models import load_tokenizer
+        from sftlab.models.loading import load_tokenizer
 
         tokenizer = load_tokenizer(args.replies_from)
     # IFEval inputs first: a bad --ifeval-data must fail before any reading or output.
@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         print("sftlab augment: warning: no --ifeval-data, so conversations were not decontaminated against IFEval",
               file=sys.stderr)
     if args.replies_from:
-        from sftlab.replies import self_distill
+        from sftlab.augment.replies import self_distill
 
         print(self_distill(loaded, args.replies_from, tokenizer, max_length=args.max_length or 2048,
                            max_new_tokens=cfg.reply_max_new_tokens, progress=not args.no_progress).format(),

@@ -140,7 +140,7 @@ def _lines(stdin: TextIO, interactive: bool, out: TextIO):
 
 def chat_loop(model: Any, tokenizer: Any, args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> int:
     """Read turns from ``stdin`` until ``/quit`` or end of input; stream each reply to ``out``."""
-    from sftlab.generate import stop_token_ids
+    from sftlab.eval.generate import stop_token_ids
 
     interactive = stdin.isatty()
     stop_ids = stop_token_ids(tokenizer, model)
@@ -188,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
-    from sftlab.models import load_model, load_tokenizer
+    from sftlab.models.loading import load_model, load_tokenizer
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

@@ -128,8 +128,8 @@ def _first_difference(expected: list[int], actual: list[int]) -> tuple[int, Any,
 def run(args: argparse.Namespace) -> int:
     from sftlab import __version__
     from sftlab.errors import DataError, SftlabError
-    from sftlab.masking import encode_conversation, pad_features, pad_token_id
-    from sftlab.models import load_tokenizer
+    from sftlab.models.loading import load_tokenizer
+    from sftlab.prep.masking import encode_conversation, pad_features, pad_token_id
     from sftlab.utils import atomic_write_json, stable_hash
 
     if not args.golden and not args.write_golden:

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sftlab.compare import compare_evals, format_comparison
+    from sftlab.experiment.compare import compare_evals, format_comparison
     from sftlab.utils import atomic_write_json
 
     res = compare_evals(args.baseline, args.finetuned, args.train_dir)

@@ -58,7 +58,7 @@ def _batch_size(text: str) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     from sftlab.errors import SftlabError
-    from sftlab.ifeval import evaluate, format_table, score_file
+    from sftlab.eval.ifeval import evaluate, format_table, score_file
 
     if args.responses:
         gen_only = [f"--{n.replace('_', '-')}" for n in ("limit", "sample", "system_prompt", "chat_template")
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             raise SftlabError(f"{', '.join(gen_only)} only apply when generating (--model), not with --responses")
         summary = score_file(args.responses, args.output_dir, ifeval_data=args.ifeval_data)
     else:
-        from sftlab.generate import GenerationConfig
+        from sftlab.eval.generate import GenerationConfig
 
         gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                system_prompt=args.system_prompt, backend=args.backend, engine=args.engine,

@@ -73,9 +73,14 @@ def run(args: argparse.Namespace) -> int:
     from sftlab.cli.preprocess import data_value
     from sftlab.data import conversation_shape, fit_to_template, load_conversations, load_mixture
     from sftlab.errors import SftlabError
-    from sftlab.masking import IGNORE_INDEX, encode_conversation_with_info, message_plan, prefix_lengths_fast
-    from sftlab.models import load_tokenizer
-    from sftlab.preprocess import encode_truncation
+    from sftlab.models.loading import load_tokenizer
+    from sftlab.prep.masking import (
+        IGNORE_INDEX,
+        encode_conversation_with_info,
+        message_plan,
+        prefix_lengths_fast,
+    )
+    from sftlab.prep.pipeline import encode_truncation
 
     if args.index < 0:
         raise SftlabError(f"--index must be 0 or more, got {args.index}")

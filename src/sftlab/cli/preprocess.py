@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sftlab.preprocess import TRUNCATION_CHOICES
+from sftlab.prep.pipeline import TRUNCATION_CHOICES
 
 HELP = "Normalise and loss-mask conversations into a cached Arrow dataset; print and write statistics."
 
@@ -21,7 +21,7 @@ def positive_int(text: str) -> int:
     return v
 
 
-#: The masking strategies (``sftlab.masking.STRATEGIES``, not imported here to keep start-up light).
+#: The masking strategies (``sftlab.prep.masking.STRATEGIES``, not imported here to keep start-up light).
 MASKING_CHOICES = ("assistant", "reverse", "last_assistant")
 
 
@@ -97,7 +97,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sftlab.data import format_skips
-    from sftlab.preprocess import PreprocessConfig, format_stats, preprocess
+    from sftlab.prep.pipeline import PreprocessConfig, format_stats, preprocess
 
     cfg = PreprocessConfig(
         data=data_value(args.data),

@@ -19,8 +19,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sftlab.config import parse_overrides
-    from sftlab.run import format_outcome, load_run_config, run_experiment
+    from sftlab.experiment.run import format_outcome, load_run_config, run_experiment
+    from sftlab.train.config import parse_overrides
 
     overrides = parse_overrides(args.overrides or [], nested=False)
     # argparse hands everything after CONFIG to the overrides: pick our own options out of them.

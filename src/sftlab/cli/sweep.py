@@ -16,9 +16,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sftlab.config import parse_overrides
-    from sftlab.results import results_markdown, varied_keys_of
-    from sftlab.sweep import load_sweep_config, run_sweep
+    from sftlab.experiment.sweep import load_sweep_config, run_sweep
+    from sftlab.report.results import results_markdown, varied_keys_of
+    from sftlab.train.config import parse_overrides
 
     cfg = load_sweep_config(args.sweep, parse_overrides(args.overrides or [], nested=False))
     res = run_sweep(cfg)

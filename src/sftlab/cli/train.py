@@ -34,12 +34,12 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from sftlab.config import load_config, valid_keys
-    from sftlab.train import train
+    from sftlab.train.config import load_config, valid_keys
+    from sftlab.train.recipe import train
 
     overrides = list(args.overrides or [])
     if "--help" in overrides or "-h" in overrides or "--keys" in overrides:
-        from sftlab.aliases import ALIASES, IGNORED, LORA_SWITCHES
+        from sftlab.train.aliases import ALIASES, IGNORED, LORA_SWITCHES
 
         print("valid config keys:\n  " + "\n  ".join(valid_keys()))
         print("TRL/Axolotl names read as sftlab keys:\n  "

@@ -9,7 +9,7 @@ the tool's output, the assistant's next message)::
 
 Tool turns (``tool``, ``function``, ``observation``, ``ipython``) carry what a tool returned.
 The model never produces them, so they are never training targets (see
-:func:`sftlab.masking.apply_strategy`). LLaMA-Factory's ``function_call`` is the assistant
+:func:`sftlab.prep.masking.apply_strategy`). LLaMA-Factory's ``function_call`` is the assistant
 asking for a tool, so it is an assistant turn. For chat templates without a tool role,
 :func:`fold_tool_turns` turns each run of tool turns into a user message.
 """
@@ -21,10 +21,10 @@ from collections import Counter
 from typing import Any
 
 from sftlab.errors import SftlabError
-from sftlab.masking_parts import message_flag_problem
+from sftlab.prep.masking_parts import message_flag_problem
 
 #: Optional per-message keys kept through normalisation: ``train`` (bool) overrides the masking
-#: strategy for that message, ``weight`` (number >= 0) scales its loss (see :mod:`sftlab.masking`).
+#: strategy for that message, ``weight`` (number >= 0) scales its loss (see :mod:`sftlab.prep.masking`).
 MESSAGE_FLAGS = ("train", "weight")
 
 ROLE_ALIASES: dict[str, str] = {

@@ -2,7 +2,7 @@
 
 Every number in the report is read from files the other stages wrote (``train_summary.json``,
 ``metrics.jsonl``, ``sftlab_config.yaml``, ``stats.json``, ``eval_results_{strict,loose}.jsonl``, ``summary.json``)
-or measured while the report is written (the self-checks of :mod:`sftlab.selfcheck`); nothing is
+or measured while the report is written (the self-checks of :mod:`sftlab.report.selfcheck`); nothing is
 typed in by hand, and the analysis only says what those numbers support.
 
 Modules: :mod:`~sftlab.report.document` (blocks, sections, Markdown and HTML rendering),

@@ -11,7 +11,7 @@ from typing import Any
 
 from sftlab.report.document import SECTION_TITLES, Bullets, P, Section, Table, signed
 from sftlab.report.evals import Comparison, binomial_se, noise_verdict, paired_se
-from sftlab.results import fmt_num, pct, results_table
+from sftlab.report.results import fmt_num, pct, results_table
 
 
 def _best_line(c: Comparison) -> str:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sftlab.ifeval import METRICS
+from sftlab.eval.ifeval import METRICS
+from sftlab.experiment.typesplit import HELD_OUT, OTHER, TRAINED, TypeSplit, type_split
 from sftlab.layout import IFEVAL_PLOT, RESULTS_LOOSE, RESULTS_STRICT
 from sftlab.report.document import (
     SECTION_TITLES,
@@ -33,8 +34,7 @@ from sftlab.report.evals import (
     paired_figures,
 )
 from sftlab.report.plots import plot_ifeval
-from sftlab.results import FIGURE_LABELS, pct
-from sftlab.typesplit import HELD_OUT, OTHER, TRAINED, TypeSplit, type_split
+from sftlab.report.results import FIGURE_LABELS, pct
 from sftlab.utils import plural
 
 # ---- section 6 --------------------------------------------------------------------------------

@@ -14,10 +14,10 @@ from typing import Any
 from sftlab.augment.stats import DROP_OVERLAP
 from sftlab.data import describe_data
 from sftlab.errors import SftlabError
+from sftlab.experiment.typesplit import TypeSplit, type_split
 from sftlab.layout import STATS, TRAIN_CONFIG, TrainDir
 from sftlab.report.document import SECTION_TITLES, Block, Bullets, P, Section, Table
-from sftlab.results import RunRecord, first
-from sftlab.typesplit import TypeSplit, type_split
+from sftlab.report.results import RunRecord, first
 from sftlab.utils import plural, read_json
 
 

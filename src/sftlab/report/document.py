@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sftlab.results import markdown_table
+from sftlab.report.results import markdown_table
 
 SECTION_TITLES = (
     "1. Environment",

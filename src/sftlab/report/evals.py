@@ -2,7 +2,7 @@
 
 Comparisons between the baseline and a fine-tuned model are made on the prompts both were scored
 on, from the per-prompt verdicts, so a run evaluated on a different subset cannot produce a
-misleading delta. The figures themselves come from :func:`sftlab.ifeval.aggregate`, the same code
+misleading delta. The figures themselves come from :func:`sftlab.eval.ifeval.aggregate`, the same code
 that wrote each ``summary.json``.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError
-from sftlab.ifeval import METRICS, aggregate
+from sftlab.eval.ifeval import METRICS, aggregate
+from sftlab.experiment.typesplit import GROUPS, TypeSplit
 from sftlab.layout import EvalDir
-from sftlab.results import RunRecord, best_index, results_row
-from sftlab.typesplit import GROUPS, TypeSplit
+from sftlab.report.results import RunRecord, best_index, results_row
 from sftlab.utils import read_json, read_jsonl
 
 
@@ -141,7 +141,7 @@ def paired_figures(base: EvalData, ev: EvalData, prompts: list[str]) -> dict[str
 
 
 def group_figures(base: EvalData, ev: EvalData, prompts: list[str], split: TypeSplit) -> dict[str, dict[str, Any]]:
-    """Instruction-level strict and loose figures, paired, per group of :mod:`sftlab.typesplit`
+    """Instruction-level strict and loose figures, paired, per group of :mod:`sftlab.experiment.typesplit`
     (``types``: the distinct ids of the group on these prompts); groups absent from the prompts are left out."""
     out: dict[str, dict[str, Any]] = {}
     strict, loose = instruction_pairs(base, ev, prompts), instruction_pairs(base, ev, prompts, loose=True)
@@ -171,7 +171,7 @@ def noise_verdict(d: float, se: float) -> str:
 class Comparison:
     """The baseline against every run, on the prompts each run shares with it: what sections 6 to 9 report.
 
-    ``rows`` are the runs' results rows (:func:`sftlab.results.results_row`) with the IFEval figures
+    ``rows`` are the runs' results rows (:func:`sftlab.report.results.results_row`) with the IFEval figures
     recomputed on those shared prompts; ``best`` indexes the best of them.
     """
 

@@ -1,6 +1,6 @@
 """The report's figures as PNG bytes: each run's loss curve, all runs overlaid, and the IFEval bars.
 
-A run's loss curve is drawn by :func:`sftlab.plots.plot_loss_curve`, the plotter training uses for
+A run's loss curve is drawn by :func:`sftlab.train.loss_curve.plot_loss_curve`, the plotter training uses for
 ``loss_curve.png``, so the report and the training output show the same picture.
 """
 
@@ -10,9 +10,9 @@ import io
 from pathlib import Path
 from typing import Any
 
-from sftlab.ifeval import METRICS
-from sftlab.plots import plot_loss_curve
-from sftlab.results import FIGURE_LABELS, RunRecord, loss_series
+from sftlab.eval.ifeval import METRICS
+from sftlab.report.results import FIGURE_LABELS, RunRecord, loss_series
+from sftlab.train.loss_curve import plot_loss_curve
 
 
 def _png(fig) -> bytes:

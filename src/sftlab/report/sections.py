@@ -12,8 +12,8 @@ from sftlab.layout import METRICS as METRICS_FILE
 from sftlab.report.document import SECTION_TITLES, Block, Image, P, Section, Table, fmt_seconds
 from sftlab.report.evals import EvalData
 from sftlab.report.plots import plot_overlay, plot_run_loss
-from sftlab.results import RunRecord, first, fmt_num, loss_series, training_settings
-from sftlab.selfcheck import EXAMPLE_MAX_TOKENS, inspect_run
+from sftlab.report.results import RunRecord, first, fmt_num, loss_series, training_settings
+from sftlab.report.selfcheck import EXAMPLE_MAX_TOKENS, inspect_run
 from sftlab.utils import environment_info
 
 MASKING_SENTENCES = {

@@ -13,8 +13,8 @@ from sftlab.report.comparison import section_baseline, section_examples, section
 from sftlab.report.data import section_data
 from sftlab.report.document import SECTION_TITLES, P, render_html, render_markdown
 from sftlab.report.evals import Comparison, compare, load_eval
+from sftlab.report.results import expand_run_dirs, varied_keys_of
 from sftlab.report.sections import section_environment, section_loss, section_method, section_training
-from sftlab.results import expand_run_dirs, varied_keys_of
 from sftlab.utils import atomic_write_bytes, atomic_write_json, atomic_write_text, log
 
 

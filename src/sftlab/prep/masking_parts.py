@@ -1,6 +1,6 @@
 """The parts of one message's span: role header, content, end of turn; and per-message flags.
 
-A message's span (see :mod:`sftlab.masking`) holds what the chat template renders for it: in
+A message's span (see :mod:`sftlab.prep.masking`) holds what the chat template renders for it: in
 ChatML ``<|im_start|>assistant\\n`` (the role header), the content, then ``<|im_end|>\\n``
 (the end of turn: the end-of-turn token and the newline after it). The two cuts between these
 parts are found from the template itself (:func:`content_bounds`) and turned into token

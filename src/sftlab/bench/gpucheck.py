@@ -1,4 +1,4 @@
-"""``make gpu-check`` (``python -m sftlab.gpucheck``): is this machine ready for the reference recipe?
+"""``make gpu-check`` (``python -m sftlab.bench.gpucheck``): is this machine ready for the reference recipe?
 
 Runs, each as the command a user would type, and prints a table of what ran and what was skipped:
 
@@ -133,7 +133,7 @@ def format_table(rows: list[tuple[str, str, str]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m sftlab.gpucheck", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="python -m sftlab.bench.gpucheck", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="model instead of the recipe's (a local directory works offline)")
     p.add_argument("--data", help="training data instead of whatever is local")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError
-from sftlab.results import RunRecord
+from sftlab.report.results import RunRecord
 
 EXAMPLE_MAX_TOKENS = 320  # token rendering shown in the report is cut after this many tokens
 CHECK_CONVERSATIONS = 24  # training conversations the masking self-check encodes both ways
@@ -41,7 +41,7 @@ def check_masking(tokenizer, conversations: list[list[dict[str, str]]], *, strat
     Each conversation is also encoded cut short (``max_length`` 23) so that a trained span split by
     truncation is compared too.
     """
-    from sftlab.masking import encode_conversation
+    from sftlab.prep.masking import encode_conversation
 
     n_same = n_total = tokens = 0
     first_diff = None
@@ -75,7 +75,7 @@ def check_loss(vocab_size: int, *, seed: int = 0) -> list[dict[str, Any]]:
     """sftlab's losses against a float64 ``F.cross_entropy`` oracle on random data of the real vocabulary size."""
     import torch
 
-    from sftlab.loss import chunked_cross_entropy_loss, cross_entropy_loss
+    from sftlab.train.loss import chunked_cross_entropy_loss, cross_entropy_loss
 
     g = torch.Generator().manual_seed(seed)
     b, t, h = 2, 48, 64
@@ -118,8 +118,8 @@ def check_model_loss(model_dir: Path, features: dict[str, list[int]]) -> dict[st
     """The fine-tuned model's loss on the example conversation: sftlab's loss vs the float64 oracle."""
     import torch
 
-    from sftlab.loss import compute_loss_from_logits
-    from sftlab.models import load_model
+    from sftlab.models.loading import load_model
+    from sftlab.train.loss import compute_loss_from_logits
 
     model = load_model(str(model_dir))
     model.eval()
@@ -179,7 +179,7 @@ def token_segments(tokenizer, features: dict[str, list[int]], limit: int) -> lis
 def pick_example(tokenizer, conversations: list[list[dict[str, str]]], *, strategy: str, max_length: int,
                  truncation: str) -> tuple[int, dict[str, list[int]]] | None:
     """A short multi-turn conversation when there is one (it shows the most of the masking), else the shortest."""
-    from sftlab.masking import encode_conversation
+    from sftlab.prep.masking import encode_conversation
 
     best = None
     for i, conv in enumerate(conversations):
@@ -208,8 +208,8 @@ class RunInspection:
 
 def inspect_run(rec: RunRecord, strategies: list[str], *, model_check: bool = True) -> RunInspection:
     """Load the run's tokenizer and training data, pick the example conversation and run every self-check."""
-    from sftlab.models import load_tokenizer
-    from sftlab.preprocess import encode_truncation
+    from sftlab.models.loading import load_tokenizer
+    from sftlab.prep.pipeline import encode_truncation
 
     cfg = rec.config
     max_length = int(cfg.get("model_max_length") or 2048)

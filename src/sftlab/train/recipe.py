@@ -1,8 +1,8 @@
 """``sftlab train``: supervised fine-tuning on the HF Trainer, as a recipe.
 
-:func:`train` reads top to bottom: resolve the settings (:mod:`sftlab.config`), take the output
-directory (lock, resume or start over: :mod:`sftlab.checkpoints`), load and preprocess the data,
-load the model, build the Trainer (:mod:`sftlab.trainer`), fit, save. It writes the output directory
+:func:`train` reads top to bottom: resolve the settings (:mod:`sftlab.train.config`), take the output
+directory (lock, resume or start over: :mod:`sftlab.train.checkpoints`), load and preprocess the data,
+load the model, build the Trainer (:mod:`sftlab.train.trainer`), fit, save. It writes the output directory
 that later stages read (see :class:`sftlab.layout.TrainDir`): the model and tokenizer with the chat
 template used in training, ``sftlab_config.yaml`` (every setting of the run, TrainingArguments
 included), ``metrics.jsonl``, ``trainer_state.json``, ``train_summary.json`` and ``loss_curve.png``.
@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 
-from sftlab import checkpoints, layout
-from sftlab.config import Resolved, TrainConfig, resolve_training_arguments, saved_config
+from sftlab import layout
 from sftlab.errors import ConfigError, SftlabError
-from sftlab.plots import plot_loss_curve
+from sftlab.train import checkpoints
+from sftlab.train.config import Resolved, TrainConfig, resolve_training_arguments, saved_config
+from sftlab.train.loss_curve import plot_loss_curve
 from sftlab.utils import atomic_write_json, atomic_write_text, environment_info, read_jsonl
 
 PACKING_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
@@ -32,7 +33,7 @@ class _Data:
     eval: Any | None
     collator: Any
     lengths: list[int]
-    pre: Any  # sftlab.preprocess.PreprocessResult
+    pre: Any  # sftlab.prep.pipeline.PreprocessResult
 
 
 def train(cfg: TrainConfig, training_args: dict) -> dict:
@@ -101,9 +102,9 @@ def _take_output_dir(cfg: TrainConfig, run: Resolved, out: layout.TrainDir, stat
 
 def _setup_data(cfg: TrainConfig, run: Resolved, out: layout.TrainDir, is_main: bool) -> tuple[Any, _Data]:
     """Tokenizer, preprocessing (rank 0 first, the others read its cache), split, packing, collator."""
-    from sftlab.collate import PackedCollator, SFTDataCollator, pack_examples
-    from sftlab.models import load_tokenizer
-    from sftlab.preprocess import PreprocessConfig, format_stats, preprocess
+    from sftlab.models.loading import load_tokenizer
+    from sftlab.prep.pipeline import PreprocessConfig, format_stats, preprocess
+    from sftlab.train.collate import PackedCollator, SFTDataCollator, pack_examples
 
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.model, chat_template=cfg.chat_template,
                                trust_remote_code=cfg.trust_remote_code)
@@ -145,7 +146,7 @@ def _preprocess_eval_data(cfg: TrainConfig, pcfg: Any, out: layout.TrainDir, tok
     (never augmented: the eval loss measures the data as it is)."""
     import dataclasses
 
-    from sftlab.preprocess import preprocess
+    from sftlab.prep.pipeline import preprocess
 
     ecfg = dataclasses.replace(pcfg, data=cfg.eval_data, max_samples=None, augment=None)
     with run.args.main_process_first(local=False, desc="preprocessing eval_data"):
@@ -170,7 +171,7 @@ def _split(dataset, eval_fraction: float, seed: int):
 
 def _end_of_turn_ids(tokenizer, model) -> list[int]:
     """The template's end-of-turn token first (probed from the template), then every eos id."""
-    from sftlab.generate import end_of_turn_token, stop_token_ids
+    from sftlab.eval.generate import end_of_turn_token, stop_token_ids
 
     eot = end_of_turn_token(tokenizer)
     ids = [tokenizer.convert_tokens_to_ids(eot)] if eot is not None else []
@@ -185,7 +186,7 @@ def _setup_model(cfg: TrainConfig, tokenizer, *, gradient_checkpointing: bool):
     """The float32 model with the tokenizer's vocabulary, pad and stop tokens, and LoRA when asked."""
     import torch
 
-    from sftlab.models import load_model
+    from sftlab.models.loading import load_model
 
     if cfg.packing and (cfg.attn_implementation or "sdpa") not in PACKING_ATTENTION:
         raise ConfigError("packing needs attn_implementation sdpa, eager, flex_attention or flash_attention_2")
@@ -220,8 +221,8 @@ def _setup_model(cfg: TrainConfig, tokenizer, *, gradient_checkpointing: bool):
 
 def _build_trainer(cfg: TrainConfig, run: Resolved, model, tokenizer, data: _Data, ckpt: Path | None,
                    out: layout.TrainDir, is_main: bool):
-    from sftlab.ifeval_callback import make_callback
-    from sftlab.trainer import MetricsJsonlCallback, SftlabTrainer, use_compact_progress
+    from sftlab.train.ifeval_callback import make_callback
+    from sftlab.train.trainer import MetricsJsonlCallback, SftlabTrainer, use_compact_progress
 
     callbacks: list[Any] = [MetricsJsonlCallback(out.metrics, is_main)]
     ifeval_cb = make_callback(cfg, tokenizer, metrics_path=out.metrics, seed=run.args.seed, is_main=is_main,
@@ -303,8 +304,8 @@ def _write_records(cfg: TrainConfig, run: Resolved, trainer, data: _Data, ckpt: 
 
 
 def _push(run: Resolved, out: layout.TrainDir) -> None:
-    """Upload exactly the final model, tokenizer, records and a model card (see :mod:`sftlab.hub`)."""
-    from sftlab import hub
+    """Upload exactly the final model, tokenizer, records and a model card (see :mod:`sftlab.train.hub`)."""
+    from sftlab.train import hub
 
     args = run.args
     done = hub.push_to_hub(out.root, args.hub_model_id, private=args.hub_private_repo, revision=args.hub_revision)

@@ -9,7 +9,7 @@ Why these are done by hand rather than left to the Trainer:
 * **Token accounting.** ``tokens`` (real, non-pad) and ``trained_tokens`` (positions with a target)
   are counted per micro-batch and summed over processes at each log, so tokens/s means real work.
 * **Checkpoints.** A completion marker is written after the Trainer's files, and rotation happens
-  after the marker (see :mod:`sftlab.checkpoints`); the pickled ``training_args.bin`` is removed
+  after the marker (see :mod:`sftlab.train.checkpoints`); the pickled ``training_args.bin`` is removed
   after every save (``sftlab_config.yaml`` is the record).
 """
 
@@ -25,9 +25,9 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from sftlab import layout
-from sftlab.checkpoints import prune_checkpoints, write_marker
-from sftlab.collate import length_grouped_indices
-from sftlab.loss import DEFAULT_CHUNK_SIZE, compute_loss_from_logits, make_compute_loss
+from sftlab.train.checkpoints import prune_checkpoints, write_marker
+from sftlab.train.collate import length_grouped_indices
+from sftlab.train.loss import DEFAULT_CHUNK_SIZE, compute_loss_from_logits, make_compute_loss
 from sftlab.utils import append_jsonl
 
 
@@ -57,7 +57,7 @@ class SftlabTrainer(Trainer):
     chunked loss; ``group_lengths``: per-example lengths for the seeded length-grouped sampler (None:
     the Trainer's sampler); ``save_total_limit``: checkpoints kept, rotated after the marker;
     ``offsets``: counters restored from the resumed checkpoint. Every other argument is the Trainer's
-    (``compute_loss_func`` defaults to sftlab's reference loss, see :mod:`sftlab.loss`).
+    (``compute_loss_func`` defaults to sftlab's reference loss, see :mod:`sftlab.train.loss`).
     """
 
     def __init__(self, *args: Any, loss: str = "reference", chunk_size: int = DEFAULT_CHUNK_SIZE,

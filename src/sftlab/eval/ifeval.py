@@ -443,8 +443,8 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
     ``generation.json``, the settings the responses were made with, which a rerun must match).
     Returns the summary.
     """
-    from sftlab.generate import GenerationConfig, generate_responses, resolve_dtype
-    from sftlab.models import load_tokenizer, resolve_model
+    from sftlab.eval.generate import GenerationConfig, generate_responses, resolve_dtype
+    from sftlab.models.loading import load_tokenizer, resolve_model
 
     gen = gen or GenerationConfig()
     ensure_punkt()  # fail now, not after an hour of generation
@@ -470,7 +470,7 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
     }
     _check_resume_settings(out, settings)
 
-    import sftlab.generate as generate_mod
+    import sftlab.eval.generate as generate_mod
 
     prompts = [inp["prompt"] for inp in inputs]
     have = {r["prompt"] for r in generate_mod.read_responses_file(out / "responses.jsonl")}
@@ -479,7 +479,7 @@ def evaluate(model_spec: str, output_dir, *, ifeval_data: str = IFEVAL_HUB_ID, l
         if gen.backend == "vllm":
             model = generate_mod.load_vllm_model(model_spec, dtype=gen.dtype)
         else:
-            from sftlab.models import load_model
+            from sftlab.models.loading import load_model
 
             model = load_model(model_spec, dtype=settings["dtype"])
     responses, stats = generate_responses(model, tokenizer, prompts, gen, out_path=out / "responses.jsonl",

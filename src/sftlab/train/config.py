@@ -26,13 +26,13 @@ from typing import Any
 
 import yaml
 
-from sftlab.aliases import ALIAS_NAMES, resolve_aliases, without_replaced
 from sftlab.errors import ConfigError, suggest
-from sftlab.masking import STRATEGIES as MASKING_CHOICES
-from sftlab.precision import DTYPE_CHOICES, resolve_precision
-from sftlab.preprocess import TRUNCATION_CHOICES
-from sftlab.tracking import validate_report_to
-from sftlab.typecheck import check_value
+from sftlab.models.precision import DTYPE_CHOICES, resolve_precision
+from sftlab.prep.masking import STRATEGIES as MASKING_CHOICES
+from sftlab.prep.pipeline import TRUNCATION_CHOICES
+from sftlab.train.aliases import ALIAS_NAMES, resolve_aliases, without_replaced
+from sftlab.train.tracking import validate_report_to
+from sftlab.train.typecheck import check_value
 
 
 def read_config_file(path: str | Path, what: str = "config") -> dict[str, Any]:
@@ -186,7 +186,7 @@ TRAINING_DEFAULTS: dict[str, Any] = {
 
 
 def _default_chunk_size() -> int:
-    from sftlab.loss import DEFAULT_CHUNK_SIZE
+    from sftlab.train.loss import DEFAULT_CHUNK_SIZE
 
     return DEFAULT_CHUNK_SIZE
 
@@ -245,7 +245,7 @@ class TrainConfig:
     augment: dict | None = None
     #: Consumed by ``sftlab run`` (evaluation after training); accepted and ignored here.
     eval: dict | None = None
-    #: IFEval on a small seeded sample every N steps, into metrics.jsonl (see sftlab.ifeval_callback).
+    #: IFEval on a small seeded sample every N steps, into metrics.jsonl (see sftlab.train.ifeval_callback).
     ifeval_eval_steps: int | None = None
     ifeval_eval_sample: int = 20
     ifeval_eval_max_new_tokens: int = 256
@@ -338,7 +338,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     """
     given = parse_overrides(overrides)
     raw = without_replaced(read_config_file(path), given) if path is not None else {}
-    raw = resolve_aliases(merge(raw, given))  # TRL/Axolotl names -> sftlab's (sftlab.aliases)
+    raw = resolve_aliases(merge(raw, given))  # TRL/Axolotl names -> sftlab's (sftlab.train.aliases)
     cfg, ta_kwargs = _split_keys(raw)
     _validate_train_config(cfg)
     if "group_by_length" in raw and ta_kwargs.get("train_sampling_strategy") not in (None, "random"):
@@ -411,7 +411,7 @@ def augment_decontaminated(block: Any, ifeval_data: str) -> Any:
     unless it turns decontamination off or names its own IFEval inputs; other values as they are.
 
     The one rule for ``sftlab train`` (the config's ``eval.ifeval_data``) and ``run``/``sweep`` (the
-    experiment's IFEval inputs, see :func:`sftlab.stages.decontaminate_against`).
+    experiment's IFEval inputs, see :func:`sftlab.experiment.stages.decontaminate_against`).
     """
     if block is True:
         return {"ifeval_data": ifeval_data}
@@ -446,14 +446,14 @@ def _validate_train_config(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be >= 1 (or null for all), got {v}")
     if cfg.loss_chunk_size < 1:
         raise ConfigError(f"loss_chunk_size must be >= 1, got {cfg.loss_chunk_size}")
-    from sftlab.ifeval_callback import validate as validate_ifeval_eval  # (imports transformers)
+    from sftlab.train.ifeval_callback import validate as validate_ifeval_eval  # (imports transformers)
 
     validate_ifeval_eval(cfg)
     if cfg.packing and cfg.padding == "max_length":
         raise ConfigError("packing: true already fills rows up to model_max_length; drop padding: max_length")
 
     # Model specs are checked now: a missing path or an absent GGUF package is a config error.
-    from sftlab.models import resolve_model
+    from sftlab.models.loading import resolve_model
 
     resolve_model(cfg.model)
     if cfg.tokenizer:
@@ -510,7 +510,7 @@ class Resolved:
     precision: str  # a label for logs and the summary, e.g. "bf16 mixed (fp32 weights)"
     dtype: str  # fp32, bf16 or fp16: what ``dtype: auto`` became on this machine
     world_size: int
-    #: sftlab uploads the finished run itself (:mod:`sftlab.hub`); ``args.push_to_hub`` stays False.
+    #: sftlab uploads the finished run itself (:mod:`sftlab.train.hub`); ``args.push_to_hub`` stays False.
     push_to_hub: bool = False
 
 
@@ -533,7 +533,7 @@ def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) 
     if ta.get("data_seed") is None:
         ta["data_seed"] = ta["seed"]
     save_limit = ta.get("save_total_limit")
-    ta["save_total_limit"] = None  # rotation happens after the completion marker (see sftlab.trainer)
+    ta["save_total_limit"] = None  # rotation happens after the completion marker (see sftlab.train.trainer)
     group = cfg.group_by_length or ta.get("train_sampling_strategy") == "group_by_length"
     if ta.get("train_sampling_strategy") == "group_by_length":
         ta["train_sampling_strategy"] = "random"

@@ -10,7 +10,7 @@ value transform where the shapes differ (``lora_r: 8`` -> ``lora: {r: 8}``,
 
 An alias next to the key it stands for (or two aliases of one key) is an error: which one wins would
 be a guess. Keys of those tools that sftlab has no use for (``dataset_text_field``) are accepted with a
-note; every other unknown key still stops with "unknown key" and a suggestion (see ``sftlab.config``).
+note; every other unknown key still stops with "unknown key" and a suggestion (see ``sftlab.train.config``).
 The table is :data:`ALIASES`; README's "Keys from TRL and Axolotl" section documents it.
 """
 
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sftlab.errors import ConfigError, suggest
-from sftlab.masking import STRATEGIES as MASKING_STRATEGIES
+from sftlab.prep.masking import STRATEGIES as MASKING_STRATEGIES
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError
-from sftlab.ifeval import METRICS
+from sftlab.eval.ifeval import METRICS
+from sftlab.experiment.typesplit import GROUPS, type_split
 from sftlab.layout import TRAIN_CONFIG, TrainDir
 from sftlab.report.evals import (
     EvalData,
@@ -23,8 +24,7 @@ from sftlab.report.evals import (
     load_eval,
     paired_figures,
 )
-from sftlab.results import FIGURE_LABELS
-from sftlab.typesplit import GROUPS, type_split
+from sftlab.report.results import FIGURE_LABELS
 from sftlab.utils import read_json
 
 

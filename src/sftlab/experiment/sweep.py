@@ -22,11 +22,11 @@ overrides and its ``output_dir``), ``train/`` (the ``sftlab train`` output), ``e
 ``sftlab eval`` output) and ``DONE`` (written atomically once both finished). Training runs in a
 subprocess (``python -m sftlab train``): memory is returned to the system between runs, a multi-GPU
 launcher slots in, and killing the sweep leaves a checkpoint that the same command resumes from.
-Evaluation runs in-process through :func:`sftlab.ifeval.evaluate`, which resumes from
+Evaluation runs in-process through :func:`sftlab.eval.ifeval.evaluate`, which resumes from
 ``responses.jsonl``. A rerun skips runs with a ``DONE`` file.
 
 This module holds the sweep file and the loop over its runs; each step is a stage of
-:mod:`sftlab.stages` and the results table comes from :mod:`sftlab.results`.
+:mod:`sftlab.experiment.stages` and the results table comes from :mod:`sftlab.report.results`.
 """
 
 from __future__ import annotations
@@ -39,12 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftlab.config import apply_overrides, read_config_file, set_dotted
 from sftlab.errors import ConfigError, SftlabError, suggest
-from sftlab.ifeval import METRICS
-from sftlab.layout import SweepDir, SweepRunDir, safe_name
-from sftlab.results import write_results
-from sftlab.stages import (
+from sftlab.eval.ifeval import METRICS
+from sftlab.experiment.stages import (
     EvalSettings,
     decontaminate_against,
     eval_done,
@@ -54,6 +51,9 @@ from sftlab.stages import (
     validate_train_mapping,
     write_train_config,
 )
+from sftlab.layout import SweepDir, SweepRunDir, safe_name
+from sftlab.report.results import write_results
+from sftlab.train.config import apply_overrides, read_config_file, set_dotted
 from sftlab.utils import atomic_write_json, log, stable_hash
 
 SWEEP_KEYS = ("base", "grid", "runs", "eval", "output_dir", "baseline", "report", "launcher")
@@ -216,7 +216,7 @@ def _read_sweep_file(path: str | Path, overrides: dict[str, Any] | None) -> tupl
 
 def _read_base(path: str | Path, base: Any) -> tuple[dict[str, Any], str | None]:
     """The base training config (inline, or a file found from the current directory or next to the sweep file)."""
-    from sftlab.aliases import resolve_aliases
+    from sftlab.train.aliases import resolve_aliases
 
     if isinstance(base, dict):
         return resolve_aliases(base), None

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.augment.config import AugmentConfig, resolve_types
-from sftlab.config import read_config_file
 from sftlab.errors import SftlabError
 from sftlab.layout import TRAIN_CONFIG, TrainDir
+from sftlab.train.config import read_config_file
 
 TRAINED = "trained"
 HELD_OUT = "held-out"

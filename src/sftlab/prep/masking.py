@@ -35,7 +35,7 @@ from typing import Any
 
 from sftlab.data import conversation_shape
 from sftlab.errors import ConfigError, SftlabError
-from sftlab.masking_parts import (
+from sftlab.prep.masking_parts import (
     content_bounds,
     cuts_fast,
     cuts_reference,
@@ -437,7 +437,7 @@ def encode_conversation(
     ``weight`` other than 1.0.
 
     ``tokenizer.chat_template`` must already be the template to use (see
-    :func:`sftlab.models.load_tokenizer`). ``method`` is ``"fast"`` (default) or ``"prefix"``, the
+    :func:`sftlab.models.loading.load_tokenizer`). ``method`` is ``"fast"`` (default) or ``"prefix"``, the
     reference; both return identical features. ``train_on_role_header=False`` leaves the tokens
     the template puts before a trained message's content (``<|im_start|>assistant\\n``) out of
     the loss; ``train_on_eos=False`` leaves out those it puts after the content (the end-of-turn

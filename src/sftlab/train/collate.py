@@ -29,7 +29,7 @@ class SFTDataCollator:
     ``pad_to_multiple_of``); ``"max_length"`` pads every batch to ``max_length``. Examples longer
     than ``max_length`` (when given) are cut on the right. Other keys (``id``...) are ignored;
     a missing ``attention_mask`` counts every token as real and missing ``labels`` train on all.
-    When some example has ``weights`` (per-token loss weights, see :mod:`sftlab.loss`), the batch
+    When some example has ``weights`` (per-token loss weights, see :mod:`sftlab.train.loss`), the batch
     gets a float ``weights`` tensor, padded with 0.0; examples without them weigh 1.0 per target.
     """
 

@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sftlab import engine
 from sftlab.errors import DataError, SftlabError
+from sftlab.eval import engine
 from sftlab.utils import append_jsonl
 
 BACKENDS = ("hf", "vllm")
@@ -67,7 +67,7 @@ def resolve_dtype(dtype: str) -> str:
     d = normalize_dtype(dtype)
     if d != "auto":
         return d
-    from sftlab.precision import resolve_precision
+    from sftlab.models.precision import resolve_precision
 
     return "bfloat16" if resolve_precision("auto")["dtype"] == "bf16" else "float32"
 
@@ -395,7 +395,7 @@ def _generate_hf(model, tokenizer, prompts: list[str], cfg: GenerationConfig, st
 
 def _generate_continuous(model, tokenizer, prompts: list[str], cfg: GenerationConfig, stats: GenerationStats, *,
                          progress: bool):
-    """Greedy decoding with continuous batching (:mod:`sftlab.engine`); yields finished
+    """Greedy decoding with continuous batching (:mod:`sftlab.eval.engine`); yields finished
     ``[(prompt, response), ...]``. This side owns the chat template, stop tokens and decoding."""
     stops = stop_token_ids(tokenizer, model)
     stats.stop_token_ids = tuple(stops)
@@ -496,7 +496,7 @@ def require_vllm():
 def load_vllm_model(model_spec: str, *, trust_remote_code: bool = False, dtype: str = "auto"):
     """A ``vllm.LLM`` for any model spec sftlab resolves (GGUF files included); ``dtype`` as
     :class:`GenerationConfig` (``auto`` lets vLLM choose)."""
-    from sftlab.models import resolve_model
+    from sftlab.models.loading import resolve_model
 
     vllm = require_vllm()
     src = resolve_model(model_spec)

@@ -12,7 +12,7 @@ prefilled in groups of similar length (:func:`_length_buckets`), left-padded, st
 slots ``n..``. Every row keeps its own positions and attends to its own tokens only
 (:func:`_slot_attention`), so a row sees exactly what it would see alone (up to float rounding).
 
-:mod:`sftlab.generate` owns prompts, stop tokens, responses and the choice of engine; this module
+:mod:`sftlab.eval.generate` owns prompts, stop tokens, responses and the choice of engine; this module
 only turns token ids into token ids, so it imports nothing of sftlab's.
 """
 

@@ -3,7 +3,7 @@
 Every ``ifeval_eval_steps`` optimizer steps, :class:`IFEvalCallback` generates greedy answers for
 ``ifeval_eval_sample`` IFEval prompts (drawn once, seeded by the run's ``seed``, from
 ``ifeval_eval_data``; default: the experiment's ``eval.ifeval_data``, else ``google/IFEval``) with at
-most ``ifeval_eval_max_new_tokens`` new tokens each, scores them with :mod:`sftlab.ifeval` and appends
+most ``ifeval_eval_max_new_tokens`` new tokens each, scores them with :mod:`sftlab.eval.ifeval` and appends
 ``{"step", "epoch", "ifeval_prompt_strict", "ifeval_inst_strict", "ifeval_prompts"}`` to
 ``metrics.jsonl``. ``loss_curve.png`` draws both on a second axis, and a sweep (or a person) can stop a
 run whose instruction following stopped improving.
@@ -24,7 +24,7 @@ from sftlab.errors import ConfigError
 from sftlab.utils import append_jsonl
 
 DEFAULT_IFEVAL_DATA = "google/IFEval"
-#: The train-config keys of this feature and their defaults (fields of ``sftlab.config.TrainConfig``).
+#: The train-config keys of this feature and their defaults (fields of ``sftlab.train.config.TrainConfig``).
 KEYS = {"ifeval_eval_steps": None, "ifeval_eval_sample": 20, "ifeval_eval_max_new_tokens": 256,
         "ifeval_eval_data": None}
 
@@ -48,8 +48,8 @@ def ifeval_data_of(cfg: Any) -> str:
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy answers through :func:`sftlab.generate.generate_responses` (the one call site, by keyword)."""
-    from sftlab.generate import GenerationConfig, generate_responses
+    """Greedy answers through :func:`sftlab.eval.generate.generate_responses` (the one call site, by keyword)."""
+    from sftlab.eval.generate import GenerationConfig, generate_responses
 
     gen_cfg = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
     responses, _stats = generate_responses(model=model, tokenizer=tokenizer, prompts=prompts, cfg=gen_cfg,
@@ -85,7 +85,7 @@ class IFEvalCallback(TrainerCallback):
         """Generate and score the sample with ``model`` in eval mode; restores training mode and cache."""
         import torch
 
-        from sftlab.ifeval import score_responses
+        from sftlab.eval.ifeval import score_responses
 
         was_training = model.training
         config = getattr(model, "config", None)
@@ -117,7 +117,7 @@ def make_callback(cfg: Any, tokenizer: Any, *, metrics_path: Path, seed: int, is
         return None
     inputs: list[dict] = []
     if is_main:
-        from sftlab.ifeval import ensure_punkt, load_ifeval_inputs, select_inputs
+        from sftlab.eval.ifeval import ensure_punkt, load_ifeval_inputs, select_inputs
 
         ensure_punkt()
         inputs = select_inputs(load_ifeval_inputs(ifeval_data_of(cfg)), sample=cfg.ifeval_eval_sample, seed=seed)

@@ -32,8 +32,8 @@ from typing import Any
 
 from sftlab import __version__
 from sftlab.errors import ConfigError, DataError, SftlabError
-from sftlab.preprocess_stats import format_stats  # noqa: F401  (part of this module's API)
-from sftlab.preprocess_stats import percentiles as _percentiles
+from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
+from sftlab.prep.stats import percentiles as _percentiles
 from sftlab.utils import atomic_write_json, file_table, stable_hash
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class PreprocessConfig:
     chat_template: str | None = None
     conversation_field: str = "conversations"
     masking: str = "assistant"
-    #: Masking controls (see :mod:`sftlab.masking`); in the cache key only when not the default.
+    #: Masking controls (see :mod:`sftlab.prep.masking`); in the cache key only when not the default.
     train_on_eos: bool = True
     train_on_role_header: bool = True
     max_length: int = 2048
@@ -80,7 +80,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_train_config(cls, cfg: Any, sample_seed: int | None = None) -> PreprocessConfig:
-        """The preprocessing a training config asks for (``cfg``: a :class:`sftlab.config.TrainConfig`)."""
+        """The preprocessing a training config asks for (``cfg``: a :class:`sftlab.train.config.TrainConfig`)."""
         return cls(
             data=cfg.data, tokenizer=cfg.tokenizer or cfg.model, chat_template=cfg.chat_template,
             conversation_field=cfg.conversation_field, masking=cfg.masking, max_length=cfg.model_max_length,
@@ -91,7 +91,7 @@ class PreprocessConfig:
         )
 
     def validate(self) -> None:
-        from sftlab.masking import STRATEGIES
+        from sftlab.prep.masking import STRATEGIES
 
         if self.masking not in STRATEGIES:
             raise ConfigError(f"masking must be one of {', '.join(STRATEGIES)}, got '{self.masking}'")
@@ -153,8 +153,8 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
     """The JSON object whose hash names the cache; stored in the manifest for debugging."""
     import tokenizers
 
+    from sftlab.augment.replies import reply_settings
     from sftlab.data import source_fingerprint
-    from sftlab.replies import reply_settings
 
     aug = _augment_config(cfg)
     return {
@@ -236,7 +236,7 @@ def _init_worker(tokenizer: Any, options: dict[str, Any]) -> None:
 
 
 def _encode_chunk(chunk: list[list[dict[str, str]]]) -> list[tuple[dict[str, list[int]], dict[str, Any]]]:
-    from sftlab.masking import encode_conversations_with_info
+    from sftlab.prep.masking import encode_conversations_with_info
 
     tok, opts = _WORKER["tokenizer"], _WORKER["options"]
     return [(feats, asdict(info)) for feats, info in encode_conversations_with_info(chunk, tok, **opts)]
@@ -316,7 +316,7 @@ def _load(cfg: PreprocessConfig, tokenizer: Any, progress: bool) -> Any:
         loaded.stats["notes"].append(f"the chat template has no tool role: {folded} tool turns folded into user turns")
     aug = _augment_config(cfg)
     if aug is not None and aug.self_distills and loaded.conversations:
-        from sftlab.replies import self_distill
+        from sftlab.augment.replies import self_distill
 
         done = self_distill(loaded, str(cfg.model), tokenizer, max_length=cfg.max_length,
                             max_new_tokens=aug.reply_max_new_tokens, progress=progress)
@@ -499,7 +499,7 @@ def _save_quietly(ds: Any, path: Path, progress: bool) -> None:
 
 
 def _resolve_tokenizer(cfg: PreprocessConfig, tokenizer: Any) -> Any:
-    from sftlab.models import load_tokenizer, resolve_chat_template
+    from sftlab.models.loading import load_tokenizer, resolve_chat_template
 
     if tokenizer is None:
         return load_tokenizer(cfg.tokenizer, chat_template=cfg.chat_template)

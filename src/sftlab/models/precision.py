@@ -31,7 +31,7 @@ def resolve_precision(dtype: str) -> dict[str, Any]:
     """TrainingArguments flags for ``dtype``: mixed precision keeps float32 master weights.
 
     ``bf16`` means autocast to bfloat16 for the matmuls with float32 weights and optimizer state; the
-    loss is always computed in float32 (``sftlab.loss`` upcasts). ``auto`` picks bf16 on CUDA devices
+    loss is always computed in float32 (``sftlab.train.loss`` upcasts). ``auto`` picks bf16 on CUDA devices
     that support it and on CPUs with native bf16 instructions, else float32. Returns the flags
     (``bf16``, ``fp16``, ``use_cpu`` when needed) plus ``precision`` (a label) and ``dtype`` (resolved).
     """

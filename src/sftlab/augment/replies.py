@@ -78,7 +78,7 @@ def model_identity(spec: str) -> dict[str, Any]:
     """What names a model's weights for the reply cache: the spec, where it resolves, and for local
     weights the size and modification time of each weight and config file (a retrained directory
     at the same path gets new answers)."""
-    from sftlab.models import resolve_model
+    from sftlab.models.loading import resolve_model
     from sftlab.utils import file_fingerprint
 
     src = resolve_model(spec)
@@ -97,7 +97,7 @@ def model_identity(spec: str) -> dict[str, Any]:
 def reply_settings(model_spec: str, tokenizer: Any, max_new_tokens: int, dtype: str = "auto") -> dict[str, Any]:
     """What decides the answers: the model's identity and the generation settings. It names the reply
     cache and goes into the preprocessing cache key, so new weights mean new answers."""
-    from sftlab.generate import resolve_dtype
+    from sftlab.eval.generate import resolve_dtype
 
     return {"model": model_identity(model_spec), "max_new_tokens": max_new_tokens, "dtype": resolve_dtype(dtype),
             "decoding": "greedy", "chat_template_hash": stable_hash(getattr(tokenizer, "chat_template", None) or "")}
@@ -105,7 +105,7 @@ def reply_settings(model_spec: str, tokenizer: Any, max_new_tokens: int, dtype: 
 
 def cache_file(settings: dict[str, Any]) -> Path:
     """``$SFTLAB_CACHE/replies/<key>/responses.jsonl`` for these :func:`reply_settings`."""
-    from sftlab.gguf_cache import cache_root
+    from sftlab.models.gguf_cache import cache_root
 
     return cache_root() / "replies" / stable_hash(settings, length=20) / "responses.jsonl"
 
@@ -115,7 +115,7 @@ def self_distill(loaded: Any, model_spec: str, tokenizer: Any, *, max_length: in
     """Replace the replies of ``loaded`` (a :class:`sftlab.data.LoadResult`) by ``model_spec``'s own
     greedy answers, in place; dropped conversations are removed and counted. Records the statistics
     under ``loaded.stats["replies"]`` and returns them."""
-    from sftlab.generate import GenerationConfig, encode_prompt, generate_responses, read_responses_file
+    from sftlab.eval.generate import GenerationConfig, encode_prompt, generate_responses, read_responses_file
 
     check_reply_max_new_tokens(max_new_tokens)
     stats = ReplyStats(conversations_in=len(loaded.conversations), model=model_spec, max_new_tokens=max_new_tokens)
@@ -174,7 +174,7 @@ def _load(model_spec: str, dtype: str) -> Any:
     device placement)."""
     import torch
 
-    from sftlab.models import load_model
+    from sftlab.models.loading import load_model
 
     model = load_model(model_spec, dtype=dtype)
     if torch.cuda.is_available():

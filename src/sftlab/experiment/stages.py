@@ -24,9 +24,9 @@ from typing import Any
 
 import yaml
 
-from sftlab.config import augment_decontaminated, read_config_file
 from sftlab.errors import ConfigError, SftlabError, suggest
 from sftlab.layout import EvalDir, TrainDir
+from sftlab.train.config import augment_decontaminated, read_config_file
 from sftlab.utils import atomic_write_json, atomic_write_text, log, read_json
 
 EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "sample_offset", "max_new_tokens", "batch_size",
@@ -128,7 +128,7 @@ def guard_settings(path: str | Path, new: dict[str, Any], *, what: str, noun: st
 class EvalSettings:
     """The ``eval:`` block of a sweep or run config: what ``sftlab eval`` gets for every model.
 
-    Fields named in :data:`EVAL_KEYS` are sftlab's own; any other :class:`~sftlab.generate.GenerationConfig`
+    Fields named in :data:`EVAL_KEYS` are sftlab's own; any other :class:`~sftlab.eval.generate.GenerationConfig`
     field passes through ``extra`` (so a field added there is accepted here without a change).
     """
 
@@ -177,7 +177,7 @@ class EvalSettings:
             raise ConfigError(f"{where}.sample_offset must be a non-negative integer, got {off!r}")
         if off and self.sample is None:
             raise ConfigError(f"{where}: 'sample_offset' needs 'sample' (it skips that many seeded draws)")
-        from sftlab.generate import normalize_dtype
+        from sftlab.eval.generate import normalize_dtype
 
         try:
             self.dtype = normalize_dtype(self.dtype)
@@ -186,7 +186,7 @@ class EvalSettings:
         self.ifeval_data = str(self.ifeval_data)
 
     def generation_config(self):
-        from sftlab.generate import GenerationConfig
+        from sftlab.eval.generate import GenerationConfig
 
         return GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                                 system_prompt=self.system_prompt, backend=self.backend, dtype=self.dtype,
@@ -214,7 +214,7 @@ class EvalSettings:
 def _generation_fields() -> list[str]:
     import dataclasses
 
-    from sftlab.generate import GenerationConfig
+    from sftlab.eval.generate import GenerationConfig
 
     return [f.name for f in dataclasses.fields(GenerationConfig)]
 
@@ -231,7 +231,7 @@ def run_eval(model: str, eval_dir: Path, settings: EvalSettings, *, chat_templat
     if eval_done(ed.root):
         log(f"sftlab: {label}: evaluation finished earlier, skipping ({ed.summary})")
         return read_json(ed.summary)
-    from sftlab.ifeval import evaluate
+    from sftlab.eval.ifeval import evaluate
 
     if ed.responses.is_file():
         log(f"sftlab: {label}: resuming evaluation from {ed.responses}")
@@ -287,7 +287,7 @@ def validate_train_mapping(cfg: dict[str, Any], where: str = "") -> None:
     ``train_config.yaml``, ``run_config.yaml`` or ``sweep.json`` behind, neither a secret on disk nor
     a record that a corrected rerun would be compared against and refused by.
     """
-    from sftlab.config import load_config
+    from sftlab.train.config import load_config
 
     try:
         load_config(None, cfg)

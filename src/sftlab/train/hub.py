@@ -3,7 +3,7 @@
 The Trainer's own push (``TrainingArguments.push_to_hub``) uploads the whole output directory less
 its checkpoints: the preprocessing ``cache/`` (the tokenized training data), TensorBoard ``runs/``,
 ``metrics.jsonl`` and the lock file included, and writes no card saying what was trained. sftlab turns
-it off (see :func:`sftlab.config.resolve_training_arguments`) and pushes itself once training has
+it off (see :func:`sftlab.train.config.resolve_training_arguments`) and pushes itself once training has
 finished, from a staging folder that holds exactly:
 
 * the final model (``config.json``, ``generation_config.json``, the safetensors weights and index),
@@ -261,17 +261,17 @@ def push_to_hub(output_dir: str | Path, repo_id: str | None = None, *, private: 
         except Exception as e:  # network, auth, permissions: the run itself is saved and complete
             raise SftlabError(f"push_to_hub: upload to {repo_id} failed ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}); the model is saved in {root}; "
-                              f"retry once the hub is reachable: python -m sftlab.hub {root} {repo_id}") from e
+                              f"retry once the hub is reachable: python -m sftlab.train.hub {root} {repo_id}") from e
     return {"repo_id": repo_id, "files": files, "url": url}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m sftlab.hub OUTPUT_DIR [REPO_ID]``: push a finished run (a retry after a failed upload)."""
+    """``python -m sftlab.train.hub OUTPUT_DIR [REPO_ID]``: push a finished run (a retry after a failed upload)."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not 1 <= len(args) <= 2 or args[0].startswith("-"):
-        print("usage: python -m sftlab.hub OUTPUT_DIR [REPO_ID]", file=sys.stderr)
+        print("usage: python -m sftlab.train.hub OUTPUT_DIR [REPO_ID]", file=sys.stderr)
         return 2
     try:
         done = push_to_hub(args[0], args[1] if len(args) > 1 else None)

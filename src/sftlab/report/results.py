@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftlab.config import read_config_file
 from sftlab.errors import SftlabError
-from sftlab.ifeval import METRICS
+from sftlab.eval.ifeval import METRICS
 from sftlab.layout import (
     EVAL,
     EVAL_SUMMARY,
@@ -32,9 +31,10 @@ from sftlab.layout import (
     SweepRunDir,
     TrainDir,
 )
+from sftlab.train.config import read_config_file
 from sftlab.utils import atomic_write_text, log, read_json, read_jsonl
 
-#: Short labels of the four IFEval figures (:data:`sftlab.ifeval.METRICS`), for tables and plots.
+#: Short labels of the four IFEval figures (:data:`sftlab.eval.ifeval.METRICS`), for tables and plots.
 FIGURE_LABELS = {
     "prompt_level_strict_acc": "prompt strict",
     "inst_level_strict_acc": "inst strict",

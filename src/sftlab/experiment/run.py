@@ -28,13 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sftlab.aliases import resolve_aliases
-from sftlab.config import read_config_file, set_dotted
 from sftlab.errors import ConfigError
-from sftlab.ifeval import METRICS
-from sftlab.layout import RunDir
-from sftlab.results import FIGURE_LABELS
-from sftlab.stages import (
+from sftlab.eval.ifeval import METRICS
+from sftlab.experiment.stages import (
     EvalSettings,
     decontaminate_against,
     guard_settings,
@@ -43,6 +39,10 @@ from sftlab.stages import (
     validate_train_mapping,
     write_train_config,
 )
+from sftlab.layout import RunDir
+from sftlab.report.results import FIGURE_LABELS
+from sftlab.train.aliases import resolve_aliases
+from sftlab.train.config import read_config_file, set_dotted
 from sftlab.utils import log, read_json
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: the generation engine and the benchmark tasks that score its responses."""

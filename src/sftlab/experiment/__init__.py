@@ -1,0 +1,1 @@
+"""Experiments: ``sftlab run`` and ``sftlab sweep`` stages, and ``sftlab compare``."""

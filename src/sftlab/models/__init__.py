@@ -1,0 +1,1 @@
+"""Models: loading any model spec, the GGUF conversion cache, training precision."""

@@ -1,0 +1,1 @@
+"""Preparation: chat-template masking and the cached preprocessing pipeline."""

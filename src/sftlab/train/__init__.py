@@ -1,0 +1,1 @@
+"""Training: the config schema and peers' aliases, the recipe, the Trainer, the loss, batching, checkpoints."""
