@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 RECIPE = REPO / "configs" / "smollm2-135m-smoltalk.yaml"
 ZERO2 = REPO / "configs" / "deepspeed_zero2.json"
 LOCAL_DATA = REPO / "tests" / "fixtures" / "smoltalk_like.jsonl"
