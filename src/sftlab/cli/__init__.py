@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from sftlab import __version__
@@ -30,7 +31,13 @@ COMMANDS: dict[str, str] = {
     "run": "run",
     "bench": "bench",
     "chat": "chat",
+    "export": "export",
 }
+
+#: Commands whose speed depends on the CPU: they start with one line naming its kind and matmul peak
+#: (stdout; ``chat`` is left out because its stdout is the replies alone, the light commands because
+#: they compute nothing that the CPU's kind would explain).
+START_LINE_COMMANDS = frozenset({"preprocess", "augment", "train", "eval", "sweep", "run", "bench", "export"})
 
 
 def _load(module: str):
@@ -66,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USER_ERROR
+    if args.command in START_LINE_COMMANDS and os.environ.get("RANK", "0") == "0":
+        from sftlab.hardware import start_line
+
+        print(start_line(args.command), flush=True)
     try:
         return int(args._run(args) or 0)
     except SftlabError as e:

@@ -6,12 +6,15 @@ import argparse
 
 from sftlab.cli.preprocess import positive_int
 
+PER_KIND = "<per-kind>"
 HELP = "Measure sftlab against the naive pipeline, side by side: preprocessing, training, loss, generation."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="shrink the work to finish in under 10 minutes on 2 cores")
-    p.add_argument("--json", dest="json_path", metavar="FILE", help="write all figures to this JSON file")
+    p.add_argument("--json", dest="json_path", metavar="FILE", nargs="?", const=PER_KIND,
+                   help="write all figures to this JSON file; --json alone writes "
+                        "benchmarks/results/<CPU kind>.json (one file per kind, e.g. x86-avx2.json)")
     p.add_argument("--only", metavar="PARTS",
                    help="comma-separated parts to run (machine, preprocess, loss, generate, train); default all")
     p.add_argument("--eval-prompts", type=positive_int, metavar="N",
@@ -23,6 +26,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from sftlab.bench import run_suite
 
+    if args.json_path == PER_KIND:
+        from sftlab.hardware import cpu_kind, results_file
+
+        args.json_path = str(results_file(cpu_kind()))
     parts = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None
     generate: dict = {}
     if args.eval_prompts is not None:

@@ -16,15 +16,9 @@ def cpu_supports_bf16() -> bool:
     Without them bf16 autocast on a CPU is emulated and slower than float32, so ``dtype: auto``
     only picks it where the hardware has it.
     """
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
+    from sftlab.hardware import BF16_FLAGS, cpu_flags
+
+    return bool(cpu_flags() & BF16_FLAGS)
 
 
 def resolve_precision(dtype: str) -> dict[str, Any]:
