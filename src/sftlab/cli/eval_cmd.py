@@ -31,10 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
                    help="prompts generated together (default auto: up to 64 rows for the continuous engine, "
                         "fewer when their KV cache would take over a quarter of the available memory; 16 for static)")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "fp32", "bf16"),
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "int8", "fp32", "bf16"),
                    help="weights and activations while generating: auto (default: bfloat16 on a CPU with native "
-                        "bf16 instructions or a GPU that supports it, else float32), float32 (the exact path) or "
-                        "bfloat16; recorded in generation.json and the summary")
+                        "bf16 instructions or a GPU that supports it, else float32), float32 (the exact path), "
+                        "bfloat16, or int8 (CPU: float32 with int8 dynamic-quantised linear layers; fidelity "
+                        "not yet measured); recorded in generation.json and the summary")
     p.add_argument("--backend", choices=("hf", "vllm"), default="hf",
                    help="hf (transformers, CPU or GPU) or vllm (needs vLLM and a CUDA GPU)")
     p.add_argument("--engine", choices=("auto", "continuous", "static"), default="auto",

@@ -44,12 +44,12 @@ ENGINES = ("auto", "continuous", "static")
 KNOWN_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 
-DTYPES = ("auto", "float32", "bfloat16")
+DTYPES = ("auto", "float32", "bfloat16", "int8")  # int8: see sftlab.models.int8 (CPU, never chosen by auto)
 _DTYPE_ALIASES = {"fp32": "float32", "bf16": "bfloat16"}
 
 
 def normalize_dtype(dtype: str) -> str:
-    """``auto``, ``float32`` or ``bfloat16`` (``fp32``/``bf16`` accepted as in training configs)."""
+    """``auto``, ``float32``, ``bfloat16`` or ``int8`` (``fp32``/``bf16`` accepted as in training configs)."""
     d = _DTYPE_ALIASES.get(str(dtype).lower(), str(dtype).lower())
     if d not in DTYPES:
         raise SftlabError(f"unknown generation dtype '{dtype}'; choose one of {', '.join(DTYPES)} (or fp32, bf16)")
@@ -99,6 +99,8 @@ class GenerationConfig:
         if self.engine not in ENGINES:
             raise SftlabError(f"unknown generation engine '{self.engine}'; choose one of {', '.join(ENGINES)}")
         self.dtype = normalize_dtype(self.dtype)
+        if self.dtype == "int8" and self.backend != "hf":
+            raise SftlabError("dtype int8 (dynamic quantisation) needs the hf backend on a CPU")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -324,7 +326,9 @@ def generate_responses(
             stats.engine, stats.dtype = "vllm", cfg.dtype
             gen = _generate_vllm(model, tokenizer, todo, cfg, stats)
         else:
-            stats.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+            from sftlab.models.int8 import INT8, is_int8
+
+            stats.dtype = INT8 if is_int8(model) else str(next(model.parameters()).dtype).removeprefix("torch.")
             if cfg.engine == "continuous" or (cfg.engine == "auto" and engine.supports_continuous(model)):
                 stats.engine = "continuous"
                 gen = _generate_continuous(model, tokenizer, todo, cfg, stats, progress=progress)

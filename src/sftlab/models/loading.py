@@ -161,10 +161,15 @@ def _raw_tokenizer(src: ModelSource, trust_remote_code: bool):
 
 def load_model(spec: str, *, dtype: Any = None, trust_remote_code: bool = False, **kwargs: Any):
     """Load a causal LM from any spec; GGUF weights are dequantised to ``dtype`` (float32 by default)
-    and the model is returned as an ordinary float model (see :func:`_drop_gguf_quantizer`)."""
+    and the model is returned as an ordinary float model (see :func:`_drop_gguf_quantizer`).
+    ``dtype="int8"``: float32, then dynamic int8 quantisation of the linear layers (CPU generation only)."""
     import torch
 
     src = resolve_model(spec)
+    if dtype == "int8":  # float32 weights, linear layers dynamically quantised (see sftlab.models.int8)
+        from sftlab.models.int8 import quantize_int8
+
+        return quantize_int8(load_model(spec, dtype="float32", trust_remote_code=trust_remote_code, **kwargs))
     if isinstance(dtype, str):
         dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
                  "float16": torch.float16, "fp16": torch.float16}[dtype]
