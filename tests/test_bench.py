@@ -38,6 +38,10 @@ def test_quick_suite_writes_valid_json(tmp_path, capsys):
     # machine: a measured matmul peak, copied to the top level as the schema asks
     assert _positive(data["machine"]["matmul_gflops_fp32"])
     assert data["matmul_gflops"] == data["machine"]["matmul_gflops_fp32"]
+    from sftlab.hardware import cached_peak, cpu_kind
+
+    assert data["machine"]["cpu_kind"] == cpu_kind().name  # and the start line now shows that peak
+    assert cached_peak(cpu_kind())["fp32_gflops"] == data["machine"]["matmul_gflops_fp32"]
     # preprocess: both paths timed, identical features on the same conversations
     pp = data["preprocess"]
     assert pp["identical"] is True
@@ -73,6 +77,10 @@ def test_quick_suite_writes_valid_json(tmp_path, capsys):
         ratio = gen["real_default_tok_per_s"] / gen["real_static_fp32_b16_tok_per_s"]
         assert math.isclose(gen["real_speedup_vs_static_fp32_b16"], ratio, rel_tol=0.02)
         assert 0.0 <= gen["real_identical_share_default_vs_fp32"] <= 1.0
+        # int8 dynamic quantisation: measured beside the float32 sides, its ratio from its own figures
+        assert _positive(gen["real_int8_tok_per_s"]) and 0.0 <= gen["real_identical_share_int8_vs_fp32"] <= 1.0
+        assert math.isclose(gen["real_speedup_int8_vs_static_fp32_b16"],
+                            gen["real_int8_tok_per_s"] / gen["real_static_fp32_b16_tok_per_s"], rel_tol=0.02)
         try:
             import llama_cpp  # noqa: F401
         except ImportError:

@@ -145,6 +145,7 @@ def run_real(n_prompts: int = 32, max_new_tokens: int = 256) -> dict[str, Any]:
     # the weights `sftlab eval` loads with dtype auto (a bf16 cast of the same dequantised values)
     new, n = gen.generate_responses(_as_dtype(model, "auto"), tokenizer, prompts,
                                     gen.GenerationConfig(max_new_tokens=max_new_tokens), progress=False)
+    int8 = _run_int8(model, tokenizer, prompts, max_new_tokens, base, b.tokens_per_s, f.tokens_per_s)
     del model
     res: dict[str, Any] = {
         "real_n_prompts": len(prompts),
@@ -160,8 +161,37 @@ def run_real(n_prompts: int = 32, max_new_tokens: int = 256) -> dict[str, Any]:
         "real_tokens_default": n.new_tokens,
         "real_identical_share_default_vs_fp32": sum(x == y for x, y in zip(base, new, strict=True)) / len(prompts),
     }
+    res.update(int8)
     res.update(_llamacpp(gguf, tokenizer, prompts, max_new_tokens))
     return res
+
+
+def _run_int8(model, tokenizer, prompts: list[str], max_new_tokens: int, fp32_out: list[str],
+              static_tok_per_s: float, fp32_tok_per_s: float) -> dict[str, Any]:
+    """``--dtype int8`` (dynamic int8 linear layers) on the same prompts, right after the float32 sides.
+
+    Not the exact path: ``real_identical_share_int8_vs_fp32`` says how many responses equal the float32
+    static ones; the IFEval fidelity gate (prompt-level strict within 2 points on 200+ prompts) is a
+    separate pair of ``sftlab eval`` runs (benchmarks/README.md)."""
+    import copy
+
+    import sftlab.eval.generate as gen
+    from sftlab.eval.engine import model_device
+    from sftlab.models.int8 import quantize_int8
+
+    if model_device(model).type != "cpu":
+        return {"real_int8": "skipped: int8 dynamic quantisation runs on the CPU only"}
+    q = quantize_int8(copy.deepcopy(model))
+    out, i = gen.generate_responses(q, tokenizer, prompts, gen.GenerationConfig(
+        max_new_tokens=max_new_tokens, dtype="int8"), progress=False)
+    return {
+        "real_int8_tok_per_s": round(i.tokens_per_s, 2),
+        "real_speedup_int8_vs_static_fp32_b16": round(i.tokens_per_s / max(static_tok_per_s, 1e-9), 2),
+        "real_speedup_int8_vs_continuous_fp32": round(i.tokens_per_s / max(fp32_tok_per_s, 1e-9), 2),
+        "real_int8_batch_size": i.batch_size,
+        "real_tokens_int8": i.new_tokens,
+        "real_identical_share_int8_vs_fp32": sum(x == y for x, y in zip(fp32_out, out, strict=True)) / len(prompts),
+    }
 
 
 def _llamacpp(gguf: Path, tokenizer, prompts: list[str], max_new_tokens: int) -> dict[str, Any]:
