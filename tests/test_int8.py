@@ -24,7 +24,7 @@ def test_every_linear_is_quantised_and_logits_stay_close(model, tokenizer):
     q = quantize_int8(copy.deepcopy(model))
     assert is_int8(q) and not is_int8(model)
     assert not any(type(m) is torch.nn.Linear for m in q.modules())
-    kept = quantize_int8(copy.deepcopy(model), head=False)
+    kept = quantize_int8(copy.deepcopy(model), head="float32")
     assert type(kept.lm_head) is torch.nn.Linear and is_int8(kept.model)
     with torch.no_grad():
         a, b = model(ids).logits, q(ids).logits
@@ -46,3 +46,20 @@ def test_int8_is_cpu_hf_only():
     with pytest.raises(SftlabError, match="hf backend"):
         GenerationConfig(dtype="int8", backend="vllm")
     assert GenerationConfig(dtype="int8").dtype == "int8"
+
+
+def test_rescored_head_gives_the_float32_argmax(model):
+    from sftlab.models.int8 import RescoredHead
+
+    torch.manual_seed(0)
+    hidden = torch.randn(200, 1, model.config.hidden_size)
+    head = RescoredHead(model.lm_head)
+    with torch.no_grad():
+        exact = model.lm_head(hidden)
+        got = head(hidden)
+    assert torch.equal(got.argmax(-1), exact.argmax(-1))
+    finite = torch.isfinite(got)
+    assert finite.sum(-1).eq(head.k).all()  # k candidates, rescored to their float32 values
+    assert torch.allclose(got[finite], exact[finite], atol=1e-5)
+    q = quantize_int8(copy.deepcopy(model), head="rescored")
+    assert is_int8(q.model) and type(q.get_output_embeddings()).__name__ == "_RescoredHead"

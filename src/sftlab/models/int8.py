@@ -13,7 +13,8 @@ the other rows decoded with it, so int8 responses (like bf16's near-ties, unlike
 on batching.
 
 Every ``nn.Linear`` is quantised: the 30 decoder layers' projections and the LM head (49,152 x 576,
-about a fifth of a decoding step's FLOPs at SmolLM2's size). The embedding stays float32 (a lookup).
+about a fifth of a decoding step's time at SmolLM2's size), or the head is kept exact by rescoring
+(``head="rescored"``, :func:`RescoredHead`). The embedding stays float32 (a lookup).
 """
 
 from __future__ import annotations
@@ -24,10 +25,17 @@ from typing import Any
 INT8 = "int8"
 
 
-def quantize_int8(model: Any, *, head: bool = True) -> Any:
+#: How the LM head is computed under int8: quantised like the rest, kept float32, or int8 candidates
+#: rescored exactly in float32 (:class:`RescoredHead`).
+HEAD_MODES = ("int8", "float32", "rescored")
+#: Candidates the int8 head proposes for exact rescoring.
+RESCORE_TOP_K = 8
+
+
+def quantize_int8(model: Any, *, head: str = "int8") -> Any:
     """``model`` (float32, on the CPU) with its linear layers dynamically quantised to int8, in place
-    as far as PyTorch allows (the returned model is the one to use). ``head=False`` keeps the LM head
-    in float32 (the decoder's projections only)."""
+    as far as PyTorch allows (the returned model is the one to use). ``head`` (:data:`HEAD_MODES`):
+    the LM head in int8 too, kept in float32, or ``rescored``."""
     import warnings
 
     import torch
@@ -37,16 +45,62 @@ def quantize_int8(model: Any, *, head: bool = True) -> Any:
 
         raise SftlabError("dtype int8 (dynamic quantisation) runs on the CPU only; use bfloat16 or float32 on a GPU")
     model = model.float().eval()
-    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated")
+    # torch.ao.quantization announces its move to torchao on every call (a screenful per evaluation);
+    # the API still works in the torch this project pins, so those notices are silenced here only
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         from torch.ao.quantization import quantize_dynamic
 
-        if head:
+        if head == "int8":
             return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-        decoder = model.get_decoder()
-        quantize_dynamic(decoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        quantize_dynamic(model.get_decoder(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        if head == "rescored":
+            model.set_output_embeddings(RescoredHead(model.get_output_embeddings()))
         return model
+
+
+def _rescored_head_class():
+    import torch
+
+    class _RescoredHead(torch.nn.Module):
+        """A greedy-only LM head: int8 logits pick ``k`` candidates, float32 rescores them exactly.
+
+        Why: the head over SmolLM2's 49,152 tokens is about a fifth of a float32 decoding step and runs
+        2.6x faster in int8 (measured on AVX2); its rounding, though, can swap two nearly tied tokens.
+        Rescoring the int8 head's top ``k`` with the float32 rows (``k x hidden`` multiply-adds per row)
+        gives the float32 argmax whenever it is among them, which int8's ~1% logit error makes all but
+        certain. Every other logit is ``-inf``: this head serves greedy decoding only.
+        """
+
+        def __init__(self, linear: Any, k: int = RESCORE_TOP_K) -> None:
+            from torch.ao.quantization import quantize_dynamic
+
+            super().__init__()
+            self.weight = linear.weight  # float32, still tied to the embedding when it was
+            self.bias = linear.bias
+            self.k = k
+            approx = torch.nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+            approx.load_state_dict(linear.state_dict())
+            self.approx = quantize_dynamic(torch.nn.Sequential(approx), {torch.nn.Linear}, dtype=torch.qint8)
+
+        def forward(self, hidden: Any) -> Any:
+            rough = self.approx(hidden)
+            top = rough.topk(self.k, dim=-1).indices
+            exact = (self.weight[top] @ hidden.unsqueeze(-1)).squeeze(-1)
+            if self.bias is not None:
+                exact = exact + self.bias[top]
+            return torch.full_like(rough, float("-inf")).scatter_(-1, top, exact)
+
+    return _RescoredHead
+
+
+def RescoredHead(linear: Any, k: int = RESCORE_TOP_K) -> Any:  # noqa: N802 - a class built lazily
+    """The greedy-only int8-then-float32 head around ``linear`` (see ``_RescoredHead``)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _rescored_head_class()(linear, k)
 
 
 def is_int8(model: Any) -> bool:
