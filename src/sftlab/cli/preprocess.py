@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sftlab.prep.pipeline import TRUNCATION_CHOICES
+from sftlab.prep.choices import MASKING_STRATEGIES, TRUNCATIONS
 
 HELP = "Normalise and loss-mask conversations into a cached Arrow dataset; print and write statistics."
 
@@ -21,10 +21,6 @@ def positive_int(text: str) -> int:
     return v
 
 
-#: The masking strategies (``sftlab.prep.masking.STRATEGIES``, not imported here to keep start-up light).
-MASKING_CHOICES = ("assistant", "reverse", "last_assistant")
-
-
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``preprocess`` and ``inspect``: the source and how it is read and masked."""
     p.add_argument("--data", required=True, action="append", metavar="SOURCE|SPEC",
@@ -37,7 +33,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    help="'chatml', a Jinja file, or the tokenizer's own (default; chatml when it has none)")
     p.add_argument("--conversation-field", default="conversations", metavar="FIELD",
                    help="record field holding the turns (default: conversations; falls back to messages)")
-    p.add_argument("--masking", choices=MASKING_CHOICES, default="assistant",
+    p.add_argument("--masking", choices=MASKING_STRATEGIES, default="assistant",
                    help="train on assistant turns (default), on user turns (reverse) or on the final assistant "
                         "turn only (last_assistant); a message's own train: true/false overrides it")
     p.add_argument("--no-train-on-eos", dest="train_on_eos", action="store_false",
@@ -48,7 +44,7 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                         "(ChatML: <|im_start|>assistant and its newline)")
     p.add_argument("--max-length", type=positive_int, default=2048, metavar="N",
                    help="truncate sequences to N tokens after masking (default 2048)")
-    p.add_argument("--truncation", choices=TRUNCATION_CHOICES, default="right",
+    p.add_argument("--truncation", choices=TRUNCATIONS, default="right",
                    help="keep the first (right, default) or the last (left) max-length tokens, drop (and "
                         "count) conversations longer than max-length, or drop_augmented: drop only those "
                         "augmentation gave instructions, cut the plain ones on the right")

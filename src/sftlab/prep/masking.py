@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sftlab.data import conversation_shape
-from sftlab.errors import ConfigError, SftlabError
+from sftlab.errors import ConfigError, SftlabError, check_choice
+from sftlab.prep.choices import CUT_SIDES, MASKING_METHODS, MASKING_STRATEGIES
 from sftlab.prep.masking_parts import (
     content_bounds,
     cuts_fast,
@@ -48,13 +49,10 @@ logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
 REVERSE_SYSTEM_PROMPT = "You are a good state predictor."
-#: ``assistant``: every assistant message; ``reverse``: the user messages (see :func:`apply_strategy`);
-#: ``last_assistant``: only the final assistant message.
-STRATEGIES = ("assistant", "reverse", "last_assistant")
-TRUNCATIONS = ("right", "left")
+#: The masking strategies (their one home is :mod:`sftlab.prep.choices`; the short name is for callers).
+STRATEGIES = MASKING_STRATEGIES
 #: Roles never trained on, whatever the strategy: tool output is what a tool returned, not the model.
 NEVER_TRAINED_ROLES = frozenset({"tool"})
-METHODS = ("fast", "prefix")
 
 _warned_templates: set[str] = set()
 
@@ -78,8 +76,6 @@ def _arrange(messages: Sequence[dict[str, Any]], strategy: str) -> tuple[list[in
     """The order in which a strategy renders the messages (indices into ``messages``; ``None`` is the
     inserted :data:`REVERSE_SYSTEM_PROMPT`) and the roles it trains on."""
     order: list[int | None] = list(range(len(messages)))
-    if strategy in ("assistant", "last_assistant"):
-        return order, frozenset({"assistant"})
     if strategy == "reverse":
         if conversation_shape(list(messages)) == "single_turn":
             by_role = {m["role"]: i for i, m in enumerate(messages)}
@@ -88,7 +84,8 @@ def _arrange(messages: Sequence[dict[str, Any]], strategy: str) -> tuple[list[in
         elif messages[0]["role"] != "system":
             order.insert(0, None)
         return order, frozenset({"user"})
-    raise ConfigError(f"unknown masking strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
+    check_choice("masking", strategy, STRATEGIES)  # what is left of them: assistant, last_assistant
+    return order, frozenset({"assistant"})
 
 
 def apply_strategy(messages: Sequence[dict[str, Any]], strategy: str) -> tuple[list[dict[str, str]], frozenset[str]]:
@@ -321,21 +318,19 @@ def labels_from_spans(
 
 
 def truncate(features: dict[str, list[int]], max_length: int, side: str) -> dict[str, list[int]]:
-    """Keep the first (``right``) or last (``left``) ``max_length`` tokens of every field alike."""
-    if side not in TRUNCATIONS:
-        raise ConfigError(f"unknown truncation '{side}': use right or left")
+    """Keep the first (``right``) or last (``left``) ``max_length`` tokens of every field alike.
+
+    ``side`` was checked with the other options before encoding (:func:`_validate`).
+    """
     if side == "right":
         return {k: v[:max_length] for k, v in features.items()}
     return {k: v[-max_length:] if len(v) > max_length else v for k, v in features.items()}
 
 
-def _validate(messages: Any, strategy: str, max_length: int, truncation: str, method: str) -> None:
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown masking strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
-    if truncation not in TRUNCATIONS:
-        raise ConfigError(f"unknown truncation '{truncation}': use right or left")
-    if method not in METHODS:
-        raise ConfigError(f"unknown masking method '{method}': use fast or prefix")
+def _validate(messages: Any, max_length: int, truncation: str, method: str) -> None:
+    # The strategy is checked where it is used (:func:`_arrange`), before any conversation is encoded.
+    check_choice("truncation", truncation, CUT_SIDES)
+    check_choice("method", method, MASKING_METHODS)
     if not isinstance(max_length, int) or max_length < 1:
         raise ConfigError(f"max_length must be a positive integer, got {max_length!r}")
     if not isinstance(messages, (list, tuple)) or not messages:
@@ -382,7 +377,7 @@ def encode_conversations_with_info(
     Every conversation is validated before any is encoded, so a bad one fails the batch at once.
     """
     for messages in conversations:
-        _validate(messages, strategy, max_length, truncation, method)
+        _validate(messages, max_length, truncation, method)
     shapes = [conversation_shape(list(m)) for m in conversations]
     plans = [message_plan(m, strategy) for m in conversations]
     rendered_all = [p[0] for p in plans]

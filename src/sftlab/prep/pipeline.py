@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from sftlab import __version__
-from sftlab.errors import ConfigError, DataError, SftlabError
+from sftlab.errors import ConfigError, DataError, SftlabError, check_choice
+from sftlab.prep.choices import MASKING_STRATEGIES, TRUNCATIONS
 from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
 from sftlab.prep.stats import percentiles as _percentiles
 from sftlab.utils import atomic_write_json, file_table, stable_hash
@@ -45,9 +46,6 @@ DATA_DIR = "data"
 SKIP_NO_TRAINED = "no trained tokens after truncation"
 SKIP_OVERLONG = "longer than max_length (truncation: drop)"
 SKIP_OVERLONG_AUGMENTED = "augmented and longer than max_length (truncation: drop_augmented)"
-#: What to do with a conversation longer than ``max_length``: cut it on one side, drop it (counted),
-#: or drop it only when augmentation gave it instructions and cut the plain ones on the right.
-TRUNCATION_CHOICES = ("right", "left", "drop", "drop_augmented")
 _PARALLEL_MIN = 64  # below this many conversations, worker start-up costs more than it saves
 #: Conversations per worker task, each encoded with one batched tokenizer call (the bench uses it too).
 ENCODE_BATCH = 64
@@ -91,14 +89,12 @@ class PreprocessConfig:
         )
 
     def validate(self) -> None:
-        from sftlab.prep.masking import STRATEGIES
-
-        if self.masking not in STRATEGIES:
-            raise ConfigError(f"masking must be one of {', '.join(STRATEGIES)}, got '{self.masking}'")
+        """The one check of these settings, for ``sftlab preprocess`` and for a training config as it is
+        read (:func:`sftlab.train.config.load_config`)."""
+        check_choice("masking", self.masking, MASKING_STRATEGIES)
         for name in [n for n in ("train_on_eos", "train_on_role_header") if not isinstance(getattr(self, n), bool)]:
             raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.truncation not in TRUNCATION_CHOICES:
-            raise ConfigError(f"truncation must be one of {', '.join(TRUNCATION_CHOICES)}, got '{self.truncation}'")
+        check_choice("truncation", self.truncation, TRUNCATIONS)
         if not isinstance(self.max_length, int) or self.max_length < 1:
             raise ConfigError(f"max_length must be a positive integer, got {self.max_length!r}")
         for name in ("max_rounds", "max_samples"):

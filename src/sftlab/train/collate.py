@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sftlab.errors import ConfigError
+from sftlab.errors import ConfigError, check_choice
+from sftlab.train.choices import PADDINGS
 
 IGNORE_INDEX = -100
-PADDINGS = ("longest", "max_length")
 
 
 @dataclass
@@ -39,8 +39,7 @@ class SFTDataCollator:
     pad_to_multiple_of: int | None = None
 
     def __post_init__(self) -> None:
-        if self.padding not in PADDINGS:
-            raise ConfigError(f"padding must be 'longest' or 'max_length', got '{self.padding}'")
+        check_choice("padding", self.padding, PADDINGS)
         if self.padding == "max_length" and not self.max_length:
             raise ConfigError("padding='max_length' needs max_length")
         if self.max_length is not None and self.max_length < 1:

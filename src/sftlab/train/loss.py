@@ -46,7 +46,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, check_choice
+from sftlab.train.choices import LOSSES
 
 IGNORE_INDEX = -100
 #: Positions per chunk, tuned with ``sftlab.bench.loss`` (2048 tokens, vocab 49,152, hidden 576, 2 CPU
@@ -499,8 +500,7 @@ def make_compute_loss(kind: str = "reference", chunk_size: int = DEFAULT_CHUNK_S
     For evaluation that needs logits (``compute_metrics`` without ``prediction_loss_only``), the
     chunked kind falls back to the reference path, which has them.
     """
-    if kind not in ("reference", "chunked"):
-        raise SftlabError(f"loss must be 'reference' or 'chunked', got {kind!r}")
+    check_choice("loss", kind, LOSSES)
     if int(chunk_size) < 1:
         raise SftlabError(f"loss chunk_size must be >= 1, got {chunk_size}")
 
