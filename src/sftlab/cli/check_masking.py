@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.prep.choices import CUT_SIDES, MASKING_METHODS, MASKING_STRATEGIES
+from sftlab.prep.masking_parts import IGNORE_INDEX
 
 HELP = "Check loss masks against a golden file (k/n match per split, first difference), or write one."
 SPLITS = ("single_turn", "multi_turn")
@@ -96,7 +97,7 @@ def _with_weights(features: dict[str, Any]) -> dict[str, Any]:
     """Features with ``weights``: theirs, or 1.0 on every target and 0.0 elsewhere (what absent means)."""
     if "weights" in features or not isinstance(features.get("labels"), list):
         return features
-    return {**features, "weights": [0.0 if lab == -100 else 1.0 for lab in features["labels"]]}
+    return {**features, "weights": [0.0 if lab == IGNORE_INDEX else 1.0 for lab in features["labels"]]}
 
 
 def _compare(expected: dict, actual: dict, golden: str, where: str) -> tuple | None:

@@ -37,6 +37,7 @@ from sftlab.data import conversation_shape
 from sftlab.errors import ConfigError, SftlabError, check_choice
 from sftlab.prep.choices import CUT_SIDES, MASKING_METHODS, MASKING_STRATEGIES
 from sftlab.prep.masking_parts import (
+    IGNORE_INDEX,
     content_bounds,
     cuts_fast,
     cuts_reference,
@@ -47,7 +48,6 @@ from sftlab.prep.masking_parts import (
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 REVERSE_SYSTEM_PROMPT = "You are a good state predictor."
 #: The masking strategies (their one home is :mod:`sftlab.prep.choices`; the short name is for callers).
 STRATEGIES = MASKING_STRATEGIES

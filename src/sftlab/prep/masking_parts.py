@@ -15,6 +15,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+#: The label of a token the model is not trained on: what ``torch.nn.functional.cross_entropy`` skips
+#: by default. The one definition; masking, batching, the loss and the reports all import it.
 IGNORE_INDEX = -100
 
 

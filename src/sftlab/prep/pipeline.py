@@ -33,6 +33,7 @@ from typing import Any
 from sftlab import __version__
 from sftlab.errors import ConfigError, DataError, SftlabError, check_choice
 from sftlab.prep.choices import MASKING_STRATEGIES, TRUNCATIONS
+from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
 from sftlab.prep.stats import percentiles as _percentiles
 from sftlab.utils import atomic_write_json, file_table, stable_hash
@@ -290,7 +291,7 @@ def _with_weights(table: Any, weights: dict[int, list[float]]) -> Any:
     import pyarrow as pa
 
     labels = table.column("labels").to_pylist()
-    col = [weights.get(r) or [0.0 if lab == -100 else 1.0 for lab in row] for r, row in enumerate(labels)]
+    col = [weights.get(r) or [0.0 if lab == IGNORE_INDEX else 1.0 for lab in row] for r, row in enumerate(labels)]
     return table.append_column("weights", pa.array(col, type=pa.list_(pa.float32())))
 
 
@@ -386,7 +387,7 @@ def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: b
     t_enc = time.perf_counter()
     encoded = _encode_all(loaded.conversations, tokenizer, options, cfg.num_proc, progress)
     for cid, (feats, info) in zip(loaded.ids, encoded, strict=True):
-        n_trained = sum(1 for x in feats["labels"] if x != -100)
+        n_trained = sum(1 for x in feats["labels"] if x != IGNORE_INDEX)
         rows.fallbacks += info["fallback_boundaries"]
         why = overlong_skip(cfg.truncation, cid in loaded.augmented) if info["truncated"] else None
         if why:

@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sftlab.errors import ConfigError, check_choice
+from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.train.choices import PADDINGS
-
-IGNORE_INDEX = -100
 
 
 @dataclass
@@ -173,7 +172,7 @@ def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list
         for i in members:
             ex = examples[i]
             lab = list(ex["labels"])
-            lab[0] = -100
+            lab[0] = IGNORE_INDEX
             ids.extend(ex["input_ids"])
             labels.extend(lab)
             pos.extend(range(len(ex["input_ids"])))
@@ -204,7 +203,7 @@ class PackedCollator:
             pad = width - n
             real += n
             ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
-            labels.append(list(f["labels"]) + [-100] * pad)
+            labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
             pos.append(list(f["position_ids"]) + list(range(pad)))
             if weighted:
                 weights.append(_weights_of(f, list(f["labels"])) + [0.0] * pad)

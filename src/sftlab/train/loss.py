@@ -47,9 +47,9 @@ import torch
 from torch import Tensor
 
 from sftlab.errors import SftlabError, check_choice
+from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.train.choices import LOSSES
 
-IGNORE_INDEX = -100
 #: Positions per chunk, tuned with ``sftlab.bench.loss`` (2048 tokens, vocab 49,152, hidden 576, 2 CPU
 #: threads): 512 x 49,152 float32 logits are 96 MiB, peak memory 9x below full logits, time ~1.1x;
 #: 256 gives 11.6x but ~1.2x the time (smaller matrix products use two threads less well).
