@@ -302,21 +302,6 @@ def _warn_fallback(tokenizer: Any, reason: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def labels_from_spans(
-    full_ids: Sequence[int], prefix_lengths: Sequence[int], roles: Sequence[str], trained_roles: frozenset[str]
-) -> list[int]:
-    """-100 everywhere except the spans of trained roles, which copy ``full_ids``."""
-    n = len(full_ids)
-    labels = [IGNORE_INDEX] * n
-    start = 0
-    for end, role in zip(prefix_lengths, roles, strict=True):
-        s, e = min(start, n), min(end, n)
-        if role in trained_roles and role not in NEVER_TRAINED_ROLES and e > s:
-            labels[s:e] = full_ids[s:e]
-        start = end
-    return labels
-
-
 def truncate(features: dict[str, list[int]], max_length: int, side: str) -> dict[str, list[int]]:
     """Keep the first (``right``) or last (``left``) ``max_length`` tokens of every field alike.
 

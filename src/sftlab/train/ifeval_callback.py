@@ -24,9 +24,6 @@ from sftlab.errors import ConfigError
 from sftlab.utils import append_jsonl
 
 DEFAULT_IFEVAL_DATA = "google/IFEval"
-#: The train-config keys of this feature and their defaults (fields of ``sftlab.train.config.TrainConfig``).
-KEYS = {"ifeval_eval_steps": None, "ifeval_eval_sample": 20, "ifeval_eval_max_new_tokens": 256,
-        "ifeval_eval_data": None}
 
 
 def validate(cfg: Any) -> None:
