@@ -41,7 +41,10 @@ LOCK = ".sftlab-train.lock"
 # -------------------------------------------------------------------------------------- preprocess
 
 CACHE_MANIFEST = "manifest.json"  # written last into a cache folder: lists every file and checksum
+CACHE_DATA = "data"  # the Arrow dataset inside a cache folder
 STATS = "stats.json"
+#: Self-distilled replies under ``$SFTLAB_CACHE``: ``replies/<key>/responses.jsonl``.
+REPLIES_CACHE = "replies"
 
 # ------------------------------------------------------------------------------------------- eval
 

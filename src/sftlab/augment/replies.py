@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftlab import layout
 from sftlab.augment.config import check_reply_max_new_tokens
 from sftlab.utils import stable_hash
 
@@ -107,7 +108,7 @@ def cache_file(settings: dict[str, Any]) -> Path:
     """``$SFTLAB_CACHE/replies/<key>/responses.jsonl`` for these :func:`reply_settings`."""
     from sftlab.models.gguf_cache import cache_root
 
-    return cache_root() / "replies" / stable_hash(settings, length=20) / "responses.jsonl"
+    return cache_root() / layout.REPLIES_CACHE / stable_hash(settings, length=20) / layout.RESPONSES
 
 
 def self_distill(loaded: Any, model_spec: str, tokenizer: Any, *, max_length: int, max_new_tokens: int,

@@ -92,6 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sftlab import layout
     from sftlab.data import format_skips
     from sftlab.prep.pipeline import PreprocessConfig, format_stats, preprocess
 
@@ -117,5 +118,5 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print(format_stats(s))
     print(f"cache: {'hit' if res.cache_hit else 'built'} {res.cache_dir}")
-    print(f"stats: {res.cache_dir.parent.parent / 'stats.json'}")
+    print(f"stats: {res.cache_dir.parent.parent / layout.STATS}")
     return 0

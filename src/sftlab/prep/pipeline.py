@@ -32,6 +32,9 @@ from typing import Any
 
 from sftlab import __version__
 from sftlab.errors import ConfigError, DataError, SftlabError, check_choice
+from sftlab.layout import CACHE, STATS
+from sftlab.layout import CACHE_DATA as DATA_DIR
+from sftlab.layout import CACHE_MANIFEST as MANIFEST
 from sftlab.prep.choices import MASKING_STRATEGIES, TRUNCATIONS
 from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
@@ -41,9 +44,6 @@ from sftlab.utils import atomic_write_json, file_table, stable_hash
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-MANIFEST = "manifest.json"
-STATS = "stats.json"
-DATA_DIR = "data"
 SKIP_NO_TRAINED = "no trained tokens after truncation"
 SKIP_OVERLONG = "longer than max_length (truncation: drop)"
 SKIP_OVERLONG_AUGMENTED = "augmented and longer than max_length (truncation: drop_augmented)"
@@ -531,7 +531,7 @@ def preprocess(
     tok = _resolve_tokenizer(cfg, tokenizer)
     key_inputs = cache_key_inputs(cfg, tok, data_fp)
     key = stable_hash(key_inputs, length=20)
-    cache_root = output_dir / "cache"
+    cache_root = output_dir / CACHE
     cache_dir = cache_root / key
 
     stats: dict | None = None

@@ -184,9 +184,9 @@ def model_card(output_dir: str | Path, repo_id: str) -> str:
         "## Masking\n", "The loss is computed on: " + _masking_sentence(cfg.get("masking")), "",
         "```yaml", yaml.safe_dump(masking, sort_keys=False).strip(), "```\n",
         "## Hyperparameters\n", "```yaml", yaml.safe_dump(hyper, sort_keys=False).strip(), "```\n",
-        "The full resolved config (every TrainingArguments field) is `sftlab_config.yaml` in this repository.\n",
+        f"The full resolved config (every TrainingArguments field) is `{layout.TRAIN_CONFIG}` in this repository.\n",
         "## Training loss\n", "| " + " | ".join(loss) + " |", "|" + "---|" * len(loss),
-        "| " + " | ".join(_fmt(v) for v in loss.values()) + " |", "", "![loss curve](loss_curve.png)\n",
+        "| " + " | ".join(_fmt(v) for v in loss.values()) + " |", "", f"![loss curve]({layout.LOSS_CURVE})\n",
         "## IFEval\n", *_ifeval_lines(ifeval_figures(root)), "",
         "## How to load\n", _how_to_load(repo_id),
     ]
