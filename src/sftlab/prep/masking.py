@@ -31,7 +31,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sftlab.data import conversation_shape
 from sftlab.errors import ConfigError, SftlabError, check_choice
@@ -45,6 +45,9 @@ from sftlab.prep.masking_parts import (
     message_flag_problem,
     token_starting_at,
 )
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -155,13 +158,13 @@ def _as_ids(out: Any) -> list[int]:
     return list(out)
 
 
-def _template_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+def _template_ids(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
     return _as_ids(
         tokenizer.apply_chat_template(list(messages), tokenize=True, add_generation_prompt=False, return_dict=False)
     )
 
 
-def prefix_lengths_reference(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
+def prefix_lengths_reference(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
     """``(full_ids, prefix_lengths)`` by the definition: one template tokenisation per prefix."""
     full_ids = _template_ids(tokenizer, messages)
     lengths = [len(_template_ids(tokenizer, messages[: i + 1])) for i in range(len(messages) - 1)]
@@ -178,7 +181,7 @@ class _TokenizerFacts:
     reason: str = ""
 
 
-def _tokenizer_facts(tokenizer: Any) -> _TokenizerFacts:
+def _tokenizer_facts(tokenizer: Tokenizer) -> _TokenizerFacts:
     cached = getattr(tokenizer, "_sftlab_fast_facts", None)
     if cached is not None:
         return cached
@@ -204,7 +207,7 @@ def _tokenizer_facts(tokenizer: Any) -> _TokenizerFacts:
     return facts
 
 
-def _render_prefixes(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[str]:
+def _render_prefixes(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> list[str]:
     """The template's text for ``messages[:1]``, ``messages[:2]``, ..., ``messages`` (one batched call)."""
     batch = [list(messages[: i + 1]) for i in range(len(messages))]
     out = tokenizer.apply_chat_template(batch, tokenize=False, add_generation_prompt=False)
@@ -213,7 +216,7 @@ def _render_prefixes(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list
     return list(out)
 
 
-def prefix_lengths_fast(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int], int]:
+def prefix_lengths_fast(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int], int]:
     """``(full_ids, prefix_lengths, fallback_boundaries)``, equal to :func:`prefix_lengths_reference`.
 
     Renders every prefix once, tokenises the full text once, and reads each prefix's token count
@@ -224,7 +227,7 @@ def prefix_lengths_fast(tokenizer: Any, messages: Sequence[dict[str, str]]) -> t
 
 
 def prefix_lengths_fast_batch(
-    tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]
+    tokenizer: Tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
 ) -> list[tuple[list[int], list[int], int]]:
     """:func:`prefix_lengths_fast` for many conversations with one batched tokenizer call.
 
@@ -236,7 +239,7 @@ def prefix_lengths_fast_batch(
 
 
 def _fast_batch(
-    tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]
+    tokenizer: Tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
 ) -> tuple[list[tuple[list[int], list[int], int]], list[list[str]] | None, Any]:
     """:func:`prefix_lengths_fast_batch` plus the rendered prefix texts and the batch encoding
     (``None, None`` when the tokenizer cannot take the fast path at all)."""
@@ -275,7 +278,7 @@ def _fast_batch(
     return results, rendered, enc
 
 
-def _warn_unlocated(tokenizer: Any) -> None:
+def _warn_unlocated(tokenizer: Tokenizer) -> None:
     template = getattr(tokenizer, "chat_template", None) or ""
     key = "unlocated\0" + hashlib.sha256(template.encode()).hexdigest()
     if key not in _warned_templates:
@@ -284,7 +287,7 @@ def _warn_unlocated(tokenizer: Any) -> None:
                        "turn; train_on_role_header/train_on_eos leave those messages' spans whole")
 
 
-def _warn_fallback(tokenizer: Any, reason: str) -> None:
+def _warn_fallback(tokenizer: Tokenizer, reason: str) -> None:
     template = getattr(tokenizer, "chat_template", None) or ""
     key = hashlib.sha256(f"{type(tokenizer).__name__}\0{template}".encode()).hexdigest()
     if key in _warned_templates:
@@ -330,7 +333,7 @@ def _validate(messages: Any, max_length: int, truncation: str, method: str) -> N
 
 def encode_conversation_with_info(
     messages: Sequence[dict[str, Any]],
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     *,
     strategy: str = "assistant",
     max_length: int = 2048,
@@ -348,7 +351,7 @@ def encode_conversation_with_info(
 
 def encode_conversations_with_info(
     conversations: Sequence[Sequence[dict[str, Any]]],
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     *,
     strategy: str = "assistant",
     max_length: int = 2048,
@@ -403,7 +406,7 @@ def encode_conversations_with_info(
 
 def encode_conversation(
     messages: Sequence[dict[str, Any]],
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     *,
     strategy: str = "assistant",
     max_length: int = 2048,
@@ -444,7 +447,7 @@ def pad_features(features: dict[str, list[int]], length: int, pad_token_id: int)
     return out
 
 
-def pad_token_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Tokenizer) -> int:
     """The tokenizer's pad token id, else its eos token id."""
     pid = getattr(tokenizer, "pad_token_id", None)
     if pid is None:

@@ -28,7 +28,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sftlab import __version__
 from sftlab.errors import ConfigError, DataError, SftlabError, check_choice
@@ -40,6 +40,14 @@ from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
 from sftlab.prep.stats import percentiles as _percentiles
 from sftlab.utils import atomic_write_json, file_table, stable_hash
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase as Tokenizer
+
+    from sftlab.augment import AugmentConfig
+    from sftlab.data import LoadResult
+    from sftlab.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +86,7 @@ class PreprocessConfig:
     model: str | None = None
 
     @classmethod
-    def from_train_config(cls, cfg: Any, sample_seed: int | None = None) -> PreprocessConfig:
+    def from_train_config(cls, cfg: TrainConfig, sample_seed: int | None = None) -> PreprocessConfig:
         """The preprocessing a training config asks for (``cfg``: a :class:`sftlab.train.config.TrainConfig`)."""
         return cls(
             data=cfg.data, tokenizer=cfg.tokenizer or cfg.model, chat_template=cfg.chat_template,
@@ -110,7 +118,7 @@ class PreprocessConfig:
 
 @dataclass
 class PreprocessResult:
-    dataset: Any  # datasets.Dataset: input_ids, labels, attention_mask (unpadded), id
+    dataset: Dataset  # input_ids, labels, attention_mask (unpadded), id
     stats: dict
     cache_dir: Path
     cache_hit: bool
@@ -121,7 +129,7 @@ class PreprocessResult:
 # --------------------------------------------------------------------------------------------
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> dict[str, Any]:
     """A digest of the tokenizer's full definition and chat template.
 
     Fast tokenizers serialise their whole pipeline (vocabulary, merges, added tokens,
@@ -146,7 +154,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: dict | None = None) -> dict[str, Any]:
+def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Tokenizer, data_fingerprint: dict | None = None) -> dict[str, Any]:
     """The JSON object whose hash names the cache; stored in the manifest for debugging."""
     import tokenizers
 
@@ -178,7 +186,7 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
     }
 
 
-def _augment_config(cfg: PreprocessConfig) -> Any:
+def _augment_config(cfg: PreprocessConfig) -> AugmentConfig | None:
     """The ``augment:`` block as an :class:`sftlab.augment.AugmentConfig`, or None without one."""
     from sftlab.augment import AugmentConfig
 
@@ -222,7 +230,7 @@ def check_cache(cache_dir: Path, key: str) -> str | None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer: Any, options: dict[str, Any]) -> None:
+def _init_worker(tokenizer: Tokenizer, options: dict[str, Any]) -> None:
     # Sequences longer than the model's maximum are expected here (truncation comes after
     # masking); silence transformers' one-off "longer than the specified maximum" warning.
     flags = getattr(tokenizer, "deprecation_warnings", None)
@@ -240,7 +248,7 @@ def _encode_chunk(chunk: list[list[dict[str, str]]]) -> list[tuple[dict[str, lis
 
 
 def _encode_all(
-    conversations: list[list[dict[str, str]]], tokenizer: Any, options: dict[str, Any], num_proc: int, progress: bool
+    conversations: list[list[dict[str, str]]], tokenizer: Tokenizer, options: dict[str, Any], num_proc: int, progress: bool
 ):
     """Yield ``(features, info)`` per conversation, in order, using ``num_proc`` worker processes."""
     from tqdm.auto import tqdm
@@ -295,7 +303,7 @@ def _with_weights(table: Any, weights: dict[int, list[float]]) -> Any:
     return table.append_column("weights", pa.array(col, type=pa.list_(pa.float32())))
 
 
-def _load(cfg: PreprocessConfig, tokenizer: Any, progress: bool) -> Any:
+def _load(cfg: PreprocessConfig, tokenizer: Tokenizer, progress: bool) -> LoadResult:
     """Load and normalise the conversations (one source or a seeded mix), fit tool turns to the
     template, then augment them when the config asks for it."""
     from sftlab.data import fit_to_template, format_skips, load_conversations, load_mixture
@@ -375,7 +383,7 @@ def overlong_skip(truncation: str, augmented: bool) -> str | None:
     return None
 
 
-def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: bool) -> _Rows:
+def _encode_rows(cfg: PreprocessConfig, tokenizer: Tokenizer, loaded: LoadResult, progress: bool) -> _Rows:
     """Mask every conversation; keep the rows that have a target (and fit, under ``truncation: drop``;
     fit or are plain, under ``drop_augmented``)."""
     import pyarrow as pa
@@ -418,7 +426,7 @@ def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: b
     return rows
 
 
-def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, t0: float) -> dict:
+def _stats_record(cfg: PreprocessConfig, loaded: LoadResult, rows: _Rows, n_kept: int, t0: float) -> dict:
     enc_s = rows.encode_seconds
     stats = {
         "source": loaded.stats["source"],
@@ -460,7 +468,7 @@ def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, 
     return stats
 
 
-def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: bool) -> dict:
+def _build(cfg: PreprocessConfig, tokenizer: Tokenizer, build_dir: Path, progress: bool) -> dict:
     """Compute features and stats into ``build_dir`` (data/ + stats.json); returns stats."""
     import pyarrow as pa
     from datasets import Dataset, DatasetInfo
@@ -482,7 +490,7 @@ def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: boo
     return stats
 
 
-def _save_quietly(ds: Any, path: Path, progress: bool) -> None:
+def _save_quietly(ds: Dataset, path: Path, progress: bool) -> None:
     from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
 
     was_enabled = is_progress_bar_enabled()
@@ -495,7 +503,7 @@ def _save_quietly(ds: Any, path: Path, progress: bool) -> None:
             enable_progress_bars()
 
 
-def _resolve_tokenizer(cfg: PreprocessConfig, tokenizer: Any) -> Any:
+def _resolve_tokenizer(cfg: PreprocessConfig, tokenizer: Tokenizer | None) -> Tokenizer:
     from sftlab.models.loading import load_tokenizer, resolve_chat_template
 
     if tokenizer is None:
@@ -516,7 +524,7 @@ def _load_cached(cache_dir: Path):
 
 
 def preprocess(
-    cfg: PreprocessConfig, output_dir: str | Path, *, tokenizer: Any = None, progress: bool = True
+    cfg: PreprocessConfig, output_dir: str | Path, *, tokenizer: Tokenizer | None = None, progress: bool = True
 ) -> PreprocessResult:
     """Preprocess ``cfg.data`` into masked features, reusing ``output_dir``'s cache when it matches.
 

@@ -16,17 +16,23 @@ Models sharded over processes (FSDP, DeepSpeed ZeRO-3) cannot generate on one ra
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from transformers import TrainerCallback
 
 from sftlab.errors import ConfigError
 from sftlab.utils import append_jsonl
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel as Model
+    from transformers import PreTrainedTokenizerBase as Tokenizer
+
+    from sftlab.train.config import TrainConfig
+
 DEFAULT_IFEVAL_DATA = "google/IFEval"
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: TrainConfig) -> None:
     """The ``ifeval_eval_*`` keys of a train config, checked before any work."""
     steps = cfg.ifeval_eval_steps
     if steps is not None and steps < 1:
@@ -36,7 +42,7 @@ def validate(cfg: Any) -> None:
             raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
 
 
-def ifeval_data_of(cfg: Any) -> str:
+def ifeval_data_of(cfg: TrainConfig) -> str:
     """``ifeval_eval_data``, else the ``eval:`` block's ``ifeval_data`` (``sftlab run``), else google/IFEval."""
     if cfg.ifeval_eval_data:
         return str(cfg.ifeval_eval_data)
@@ -44,7 +50,7 @@ def ifeval_data_of(cfg: Any) -> str:
     return str(block.get("ifeval_data") or DEFAULT_IFEVAL_DATA)
 
 
-def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
+def generate(model: Model, tokenizer: Tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
     """Greedy answers through :func:`sftlab.eval.generate.generate_responses` (the one call site, by keyword)."""
     from sftlab.eval.generate import GenerationConfig, generate_responses
 
@@ -57,7 +63,7 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: 
 class IFEvalCallback(TrainerCallback):
     """Scores ``inputs`` (IFEval records) every ``every`` steps and appends the figures to ``metrics_path``."""
 
-    def __init__(self, inputs: list[dict], tokenizer: Any, *, every: int, max_new_tokens: int, metrics_path: Path,
+    def __init__(self, inputs: list[dict], tokenizer: Tokenizer, *, every: int, max_new_tokens: int, metrics_path: Path,
                  is_main: bool, batch_size: int = 8):
         self.inputs = inputs
         self.tokenizer = tokenizer
@@ -78,7 +84,7 @@ class IFEvalCallback(TrainerCallback):
         state.log_history.append(dict(rec))
         append_jsonl(self.metrics_path, rec)
 
-    def score(self, model: Any) -> dict[str, Any]:
+    def score(self, model: Model) -> dict[str, Any]:
         """Generate and score the sample with ``model`` in eval mode; restores training mode and cache."""
         import torch
 
@@ -106,7 +112,7 @@ class IFEvalCallback(TrainerCallback):
                 "ifeval_prompts": len(prompts)}
 
 
-def make_callback(cfg: Any, tokenizer: Any, *, metrics_path: Path, seed: int, is_main: bool,
+def make_callback(cfg: TrainConfig, tokenizer: Tokenizer, *, metrics_path: Path, seed: int, is_main: bool,
                   batch_size: int = 8) -> IFEvalCallback | None:
     """The callback for a train config with ``ifeval_eval_steps`` (None without); the sample is drawn
     now, so a missing IFEval file fails before training starts."""
