@@ -32,9 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from sftlab import __version__
 from sftlab.errors import ConfigError, DataError, SftlabError, check_choice
-from sftlab.layout import CACHE, STATS
-from sftlab.layout import CACHE_DATA as DATA_DIR
-from sftlab.layout import CACHE_MANIFEST as MANIFEST
+from sftlab.layout import CACHE, CACHE_DATA, CACHE_MANIFEST, STATS
 from sftlab.prep.choices import MASKING_STRATEGIES, TRUNCATIONS
 from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
@@ -197,7 +195,7 @@ def check_cache(cache_dir: Path, key: str) -> str | None:
     """``None`` when ``cache_dir`` holds a complete, matching cache; else why not."""
     import json
 
-    mpath = cache_dir / MANIFEST
+    mpath = cache_dir / CACHE_MANIFEST
     if not mpath.is_file():
         return "no manifest (interrupted or foreign build)"
     try:
@@ -214,7 +212,7 @@ def check_cache(cache_dir: Path, key: str) -> str | None:
     if not isinstance(files, dict) or not files:
         return "manifest lists no files"
     try:
-        actual = file_table(cache_dir, exclude=MANIFEST)
+        actual = file_table(cache_dir, exclude=CACHE_MANIFEST)
     except OSError as e:
         return f"cannot read cache files ({e})"
     if actual != files:
@@ -484,7 +482,7 @@ def _build(cfg: PreprocessConfig, tokenizer: Tokenizer, build_dir: Path, progres
         raise DataError(cfg.data, f"no usable conversations ({format_skips(dict(rows.skipped))})")
     table = _with_weights(pa.concat_tables(rows.tables), rows.weights) if rows.weights else pa.concat_tables(rows.tables)
     ds = Dataset(InMemoryTable(table), info=DatasetInfo(features=_features(weighted=bool(rows.weights))))
-    _save_quietly(ds, build_dir / DATA_DIR, progress)
+    _save_quietly(ds, build_dir / CACHE_DATA, progress)
     stats = _stats_record(cfg, loaded, rows, n_kept, t0)
     atomic_write_json(build_dir / STATS, stats)
     return stats
@@ -518,7 +516,7 @@ def _load_cached(cache_dir: Path):
 
     from datasets import load_from_disk
 
-    ds = load_from_disk(str(cache_dir / DATA_DIR))
+    ds = load_from_disk(str(cache_dir / CACHE_DATA))
     stats = json.loads((cache_dir / STATS).read_text(encoding="utf-8"))
     return ds, stats
 
@@ -569,9 +567,9 @@ def preprocess(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "inputs": key_inputs,
                 "config": asdict(cfg),
-                "files": file_table(build_dir, exclude=MANIFEST),
+                "files": file_table(build_dir, exclude=CACHE_MANIFEST),
             }
-            atomic_write_json(build_dir / MANIFEST, manifest)  # last: marks the cache complete
+            atomic_write_json(build_dir / CACHE_MANIFEST, manifest)  # last: marks the cache complete
             _install(build_dir, cache_dir, key)
         finally:
             if build_dir.exists():
