@@ -58,7 +58,8 @@ def _batch_size(text: str) -> int | None:
 
 def run(args: argparse.Namespace) -> int:
     from sftlab.errors import SftlabError
-    from sftlab.eval.ifeval import evaluate, format_table, score_file
+    from sftlab.eval.bridge import evaluate, score_file
+    from sftlab.eval.scoring import format_table
 
     if args.responses:
         gen_only = [f"--{n.replace('_', '-')}" for n in ("limit", "sample", "system_prompt", "chat_template")

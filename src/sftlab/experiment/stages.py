@@ -231,7 +231,7 @@ def run_eval(model: str, eval_dir: Path, settings: EvalSettings, *, chat_templat
     if eval_done(ed.root):
         log(f"sftlab: {label}: evaluation finished earlier, skipping ({ed.summary})")
         return read_json(ed.summary)
-    from sftlab.eval.ifeval import evaluate
+    from sftlab.eval.bridge import evaluate
 
     if ed.responses.is_file():
         log(f"sftlab: {label}: resuming evaluation from {ed.responses}")

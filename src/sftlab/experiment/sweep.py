@@ -22,7 +22,7 @@ overrides and its ``output_dir``), ``train/`` (the ``sftlab train`` output), ``e
 ``sftlab eval`` output) and ``DONE`` (written atomically once both finished). Training runs in a
 subprocess (``python -m sftlab train``): memory is returned to the system between runs, a multi-GPU
 launcher slots in, and killing the sweep leaves a checkpoint that the same command resumes from.
-Evaluation runs in-process through :func:`sftlab.eval.ifeval.evaluate`, which resumes from
+Evaluation runs in-process through :func:`sftlab.eval.bridge.evaluate`, which resumes from
 ``responses.jsonl``. A rerun skips runs with a ``DONE`` file.
 
 This module holds the sweep file and the loop over its runs; each step is a stage of
