@@ -7,8 +7,8 @@ import json
 import pytest
 
 from sftlab.errors import SftlabError
-from sftlab.eval.generate import GenerationConfig, resolve_dtype
 from sftlab.eval.bridge import evaluate
+from sftlab.eval.generate import GenerationConfig, resolve_dtype
 
 RESULT_FIELDS = ["instruction_id_list", "prompt", "response", "follow_all_instructions", "follow_instruction_list"]
 

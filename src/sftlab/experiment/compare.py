@@ -15,7 +15,7 @@ from typing import Any
 from sftlab.errors import SftlabError
 from sftlab.eval.ifeval import METRICS
 from sftlab.experiment.typesplit import GROUPS, type_split
-from sftlab.layout import TRAIN_CONFIG, TrainDir
+from sftlab.layout import TRAIN_CONFIG, EvalDir, TrainDir
 from sftlab.report.evals import (
     EvalData,
     common_prompts,
@@ -37,7 +37,7 @@ def default_train_dir(ev: EvalData) -> Path | None:
     """The eval's model when that is an ``sftlab train`` output (it has a resolved ``sftlab_config.yaml``)."""
     m = ev.summary.get("model")
     candidates = [m.get("path"), m.get("spec")] if isinstance(m, dict) else [m]
-    gen = ev.dir / "generation.json"
+    gen = EvalDir(ev.dir).generation
     if gen.is_file():
         g = read_json(gen)
         candidates.append(g.get("model_path") if isinstance(g, dict) else None)

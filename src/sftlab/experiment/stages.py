@@ -25,13 +25,15 @@ from typing import Any
 import yaml
 
 from sftlab.errors import ConfigError, SftlabError, suggest
+from sftlab.eval.generate import GenerationConfig
+from sftlab.eval.ifeval import IFEVAL_HUB_ID
 from sftlab.layout import EvalDir, TrainDir
 from sftlab.train.config import augment_decontaminated, read_config_file
 from sftlab.utils import atomic_write_json, atomic_write_text, log, read_json
 
 EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "sample_offset", "max_new_tokens", "batch_size",
              "system_prompt", "backend", "dtype")
-DEFAULT_IFEVAL_DATA = "google/IFEval"
+_GEN = GenerationConfig()  # the generation defaults: EvalSettings mirrors them instead of restating them
 
 # --------------------------------------------------------------------------------------------
 # The one settings guard
@@ -132,16 +134,16 @@ class EvalSettings:
     field passes through ``extra`` (so a field added there is accepted here without a change).
     """
 
-    ifeval_data: str = DEFAULT_IFEVAL_DATA
+    ifeval_data: str = IFEVAL_HUB_ID
     limit: int | None = None
     sample: int | None = None
     seed: int = 0
     sample_offset: int = 0  # skip this many seeded draws: a second, disjoint set of `sample` prompts
-    max_new_tokens: int = 1024
-    batch_size: int | None = None  # None: the generation engine's memory-aware default
-    system_prompt: str | None = None
-    backend: str = "hf"
-    dtype: str = "auto"  # auto (bf16 where the hardware has it), float32 (exact) or bfloat16
+    max_new_tokens: int = _GEN.max_new_tokens
+    batch_size: int | None = _GEN.batch_size  # None: the generation engine's memory-aware default
+    system_prompt: str | None = _GEN.system_prompt
+    backend: str = _GEN.backend
+    dtype: str = _GEN.dtype  # auto (bf16 where the hardware has it), float32 (exact) or bfloat16
     extra: dict[str, Any] = field(default_factory=dict)  # other GenerationConfig fields (e.g. engine)
 
     @classmethod
@@ -185,9 +187,7 @@ class EvalSettings:
             raise ConfigError(f"{where}.dtype: {e}") from None
         self.ifeval_data = str(self.ifeval_data)
 
-    def generation_config(self):
-        from sftlab.eval.generate import GenerationConfig
-
+    def generation_config(self) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                                 system_prompt=self.system_prompt, backend=self.backend, dtype=self.dtype,
                                 **self.extra)
@@ -213,8 +213,6 @@ class EvalSettings:
 
 def _generation_fields() -> list[str]:
     import dataclasses
-
-    from sftlab.eval.generate import GenerationConfig
 
     return [f.name for f in dataclasses.fields(GenerationConfig)]
 

@@ -21,9 +21,9 @@ from typing import Any
 from transformers import TrainerCallback
 
 from sftlab.errors import ConfigError
+from sftlab.eval.ifeval import IFEVAL_HUB_ID
 from sftlab.utils import append_jsonl
 
-DEFAULT_IFEVAL_DATA = "google/IFEval"
 #: The train-config keys of this feature and their defaults (fields of ``sftlab.train.config.TrainConfig``).
 KEYS = {"ifeval_eval_steps": None, "ifeval_eval_sample": 20, "ifeval_eval_max_new_tokens": 256,
         "ifeval_eval_data": None}
@@ -44,7 +44,7 @@ def ifeval_data_of(cfg: Any) -> str:
     if cfg.ifeval_eval_data:
         return str(cfg.ifeval_eval_data)
     block = cfg.eval if isinstance(cfg.eval, dict) else {}
-    return str(block.get("ifeval_data") or DEFAULT_IFEVAL_DATA)
+    return str(block.get("ifeval_data") or IFEVAL_HUB_ID)
 
 
 def generate(model: Any, tokenizer: Any, prompts: list[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
