@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from sftlab.eval.generate import _DTYPE_ALIASES, BACKENDS, DTYPES, ENGINES, GenerationConfig
+from sftlab.eval.ifbench import IFBENCH_HUB_ID
 from sftlab.eval.ifeval import IFEVAL_HUB_ID
+from sftlab.eval.tasks import BENCHMARKS, DEFAULT_BENCHMARK
 
 _GEN = GenerationConfig()  # the one home of every generation default this command shows
 
@@ -22,7 +24,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-dir", required=True, metavar="DIR",
                    help="where responses.jsonl, eval_results_{strict,loose}.jsonl and summary.json go "
                         "(rerunning into the same DIR resumes generation)")
-    p.add_argument("--ifeval-data", default=IFEVAL_HUB_ID, metavar="FILE_OR_HUB_ID",
+    p.add_argument("--benchmark", default=DEFAULT_BENCHMARK, metavar="NAME",  # checked by get_task: one line
+                   help=f"which benchmark: {', '.join(BENCHMARKS)} (default {DEFAULT_BENCHMARK}); ifbench is "
+                        f"AllenAI's IFBench, 58 constraint types that are not IFEval's")
+    p.add_argument("--data", default=None, metavar="FILE_OR_HUB_ID",
+                   help="the benchmark's inputs: a local JSONL (key, prompt, instruction_id_list, kwargs) or a hub "
+                        f"dataset id (default: {IFEVAL_HUB_ID} for ifeval, {IFBENCH_HUB_ID} for ifbench; offline, "
+                        "e.g. ../shared/ifbench/IFBench_test.jsonl)")
+    # default None (help shows the real one): so an IFEval-only option given with --benchmark ifbench is caught
+    p.add_argument("--ifeval-data", default=None, metavar="FILE_OR_HUB_ID",
                    help="IFEval inputs: a local JSONL (key, prompt, instruction_id_list, kwargs) or a hub "
                         f"dataset id (default: {IFEVAL_HUB_ID}; offline, pass the local file)")
     sel = p.add_mutually_exclusive_group()
@@ -62,11 +72,25 @@ def _batch_size(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"expected a positive integer or 'auto', got {text!r}") from None
 
 
+def _inputs(args: argparse.Namespace, benchmark: str) -> str | None:
+    """``--data``, or ``--ifeval-data`` for IFEval (kept as it was); both, or the IFEval one elsewhere, is an error."""
+    from sftlab.errors import SftlabError
+
+    if args.ifeval_data is not None and args.data is not None:
+        raise SftlabError("give the inputs with either --data or --ifeval-data, not both")
+    if args.ifeval_data is not None and benchmark != "ifeval":
+        raise SftlabError(f"--ifeval-data names IFEval inputs; for --benchmark {benchmark} use --data FILE_OR_HUB_ID")
+    return args.data if args.data is not None else args.ifeval_data
+
+
 def run(args: argparse.Namespace) -> int:
     from sftlab.errors import SftlabError
     from sftlab.eval.bridge import evaluate, score_file
     from sftlab.eval.scoring import format_table
+    from sftlab.eval.tasks import get_task
 
+    task = get_task(args.benchmark)
+    data = _inputs(args, task.name)
     if args.responses:
         gen_only = [f"--{n.replace('_', '-')}" for n in ("limit", "sample", "system_prompt", "chat_template")
                     if getattr(args, n) is not None]
@@ -74,15 +98,20 @@ def run(args: argparse.Namespace) -> int:
             gen_only.append("--sample-offset")
         if gen_only:
             raise SftlabError(f"{', '.join(gen_only)} only apply when generating (--model), not with --responses")
-        summary = score_file(args.responses, args.output_dir, ifeval_data=args.ifeval_data)
+        summary = score_file(args.responses, args.output_dir, benchmark=args.benchmark, data=data)
     else:
         gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
                                system_prompt=args.system_prompt, backend=args.backend, engine=args.engine,
                                dtype=args.dtype)
-        summary = evaluate(args.model, args.output_dir, ifeval_data=args.ifeval_data, limit=args.limit,
+        summary = evaluate(args.model, args.output_dir, benchmark=args.benchmark, data=data, limit=args.limit,
                            sample=args.sample, seed=args.seed, sample_offset=args.sample_offset, gen=gen,
                            chat_template=args.chat_template, progress=not args.no_progress)
-    print(format_table(summary))
+    print(format_table(summary, task.title, task.headline))
+    unmatched = summary["data"].get("unmatched_responses")
+    if unmatched:
+        lines = ", ".join(map(str, unmatched["lines"][:10])) + (", ..." if unmatched["count"] > 10 else "")
+        print(f"\n{unmatched['count']} response row(s) matched no {task.title} prompt and were not scored "
+              f"(line {lines} of {args.responses})")
     stats = (summary.get("generation") or {}).get("stats")
     if stats:
         print(f"\ngenerated {stats['n_generated']} responses ({stats['n_reused']} reused from an earlier run): "

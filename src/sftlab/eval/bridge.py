@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError
-from sftlab.eval.inputs import load_inputs, read_responses_for_scoring, select_inputs
+from sftlab.eval.inputs import load_inputs, match_responses, select_inputs
 from sftlab.eval.scoring import score_responses, write_results
 from sftlab.eval.task import Task
 from sftlab.eval.tasks import DEFAULT_BENCHMARK, get_task
@@ -48,14 +48,19 @@ def score_file(responses_path: str | Path, output_dir: str | Path, *, benchmark:
     task, spec = _task_and_data(benchmark, data, ifeval_data)
     t0 = time.perf_counter()
     all_inputs = load_inputs(task, spec)
-    responses = read_responses_for_scoring(responses_path, all_inputs, task.title)
+    matched = match_responses(responses_path, all_inputs, task.title, unmatched_is_error=task.unmatched_is_error)
+    responses = matched.responses
     inputs = [inp for inp in all_inputs if inp["prompt"] in responses]
     results = score_responses(inputs, responses, task.registry(), task.title)
+    data_info = _data_info(spec, inputs, len(all_inputs))
+    if matched.unmatched:  # recorded only when there are some: an IFEval summary reads as before
+        data_info["unmatched_responses"] = matched.unmatched_record()
     extra = {
         "mode": "score",
+        "benchmark": task.name,
         "responses": str(Path(responses_path).resolve()),
         "model": None,
-        "data": _data_info(spec, inputs, len(all_inputs)),
+        "data": data_info,
         "generation": None,
         "scorer": task.scorer_info(),
         "scoring_seconds": round(time.perf_counter() - t0, 2),
@@ -90,6 +95,7 @@ def evaluate(model_spec: str, output_dir, *, benchmark: str = DEFAULT_BENCHMARK,
     src = resolve_model(model_spec)
     tokenizer = load_tokenizer(model_spec, chat_template=chat_template)
     settings = {
+        "benchmark": task.name,  # one benchmark's responses are never reused for another's prompts
         "model": model_spec,
         "model_path": str(Path(src.path_or_id).resolve()) if src.is_local else src.path_or_id,
         "gguf_file": src.gguf_file,
@@ -122,6 +128,7 @@ def evaluate(model_spec: str, output_dir, *, benchmark: str = DEFAULT_BENCHMARK,
     results = score_responses(inputs, dict(zip(prompts, responses, strict=True)), task.registry(), task.title)
     extra = {
         "mode": "generate+score",
+        "benchmark": task.name,
         "model": {"spec": model_spec, "path": settings["model_path"], "gguf_file": src.gguf_file},
         # sample_offset 0 is left out, so a first set's record reads as it did before offsets existed
         "data": _data_info(spec, inputs, len(all_inputs), limit=limit, sample=sample,
@@ -137,23 +144,45 @@ def evaluate(model_spec: str, output_dir, *, benchmark: str = DEFAULT_BENCHMARK,
     return write_results(out, results, extra)
 
 
+#: Settings a generation.json written before the key existed stands for (sftlab's behaviour then).
+_RECORDED_BEFORE = {"dtype": "float32", "sample_offset": 0, "benchmark": "ifeval"}
+
+
+def _read_generation_record(gen_file: Path, responses: Path) -> dict[str, Any]:
+    """The settings recorded beside existing responses; missing or unreadable is an error, never a reuse."""
+    start_over = f"delete {responses} to start over (or use another --output-dir)"
+    if not gen_file.is_file():
+        raise SftlabError(f"{responses} holds responses but {gen_file} (the settings they were generated with) is "
+                          f"missing, so they cannot be checked against this run; {start_over}")
+    try:
+        old = json.loads(gen_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SftlabError(f"{gen_file} is unreadable ({type(e).__name__}), so the responses in {responses} cannot "
+                          f"be checked against this run; {start_over}") from None
+    if not isinstance(old, dict):
+        raise SftlabError(f"{gen_file} is not a JSON object, so the responses in {responses} cannot be checked "
+                          f"against this run; {start_over}")
+    for key, value in _RECORDED_BEFORE.items():
+        old.setdefault(key, value)
+    return old
+
+
 def _check_resume_settings(out: Path, settings: dict) -> None:
-    """Refuse to mix responses generated with different settings in one responses.jsonl."""
+    """Reuse responses only when the settings they were generated with are recorded and match.
+
+    Compared: every key of ``settings`` (benchmark, model identity and path, chat template and its
+    hash, system prompt, token limit, decoding, dtype, sample offset); a key the record lacks counts
+    as ``None`` (records from before a key existed: :data:`_RECORDED_BEFORE`).
+    """
     ed = EvalDir(out)
     gen_file, responses = ed.generation, ed.responses
-    if responses.exists() and responses.stat().st_size > 0 and gen_file.exists():
-        try:
-            old = json.loads(gen_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            old = None
-        if isinstance(old, dict):
-            old.setdefault("dtype", "float32")  # written before generation had a dtype setting
-            old.setdefault("sample_offset", 0)  # written before --sample-offset existed
-            changed = [k for k in settings if old.get(k) != settings[k]]
-            if changed:
-                diffs = ", ".join(f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in changed)
-                raise SftlabError(
-                    f"{responses} holds responses generated with other settings ({diffs}); "
-                    f"use another --output-dir or delete that file to start over"
-                )
+    if responses.exists() and responses.stat().st_size > 0:
+        old = _read_generation_record(gen_file, responses)
+        changed = [k for k in settings if old.get(k) != settings[k]]
+        if changed:
+            diffs = ", ".join(f"{k}: {old.get(k)!r} -> {settings[k]!r}" for k in changed)
+            raise SftlabError(
+                f"{responses} holds responses generated with other settings ({diffs}); "
+                f"use another --output-dir or delete that file to start over"
+            )
     atomic_write_json(gen_file, settings)

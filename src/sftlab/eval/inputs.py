@@ -4,7 +4,9 @@ responses matched to them by prompt. Benchmark-agnostic: the task says which ins
 
 from __future__ import annotations
 
+import dataclasses
 import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,31 +142,63 @@ def _draw_distinct(n: int, count: int, seed: int, *, pool: bool) -> list[int]:
     return out
 
 
-def read_responses_for_scoring(path: str | Path, inputs: list[dict], title: str = "IFEval") -> dict[str, str]:
-    """Parse a responses JSONL (``prompt`` and ``response`` per line) and match it to ``inputs`` by prompt."""
+@dataclass
+class MatchedResponses:
+    """Responses matched to a task's inputs (input prompt -> response), and the rows that matched none."""
+
+    responses: dict[str, str]
+    unmatched: list[tuple[int, str]] = dataclasses.field(default_factory=list)  # (line, the row's prompt, shortened)
+
+    def unmatched_record(self) -> dict[str, Any]:
+        """What summary.json records about the rows that matched no prompt: their number and lines."""
+        return {"count": len(self.unmatched), "lines": [line for line, _ in self.unmatched]}
+
+
+def _shorten(prompt: str) -> str:
+    return prompt[:60].replace("\n", " ") + ("..." if len(prompt) > 60 else "")
+
+
+def match_responses(path: str | Path, inputs: list[dict], title: str = "IFEval", *,
+                    unmatched_is_error: bool = True) -> MatchedResponses:
+    """Parse a responses JSONL (``prompt`` and ``response`` per line) and match it to ``inputs`` by prompt.
+
+    A prompt matches exactly or, failing that, after stripping surrounding whitespace (released
+    response files differ from their inputs there). A row matching no prompt is an error when
+    ``unmatched_is_error``, else counted in :attr:`MatchedResponses.unmatched`; a file where no row
+    matches is always an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(str(path), "responses file not found")
-    known = {inp["prompt"] for inp in inputs}
-    out: dict[str, str] = {}
+    known = {inp["prompt"].strip(): inp["prompt"] for inp in inputs}
+    known.update({inp["prompt"]: inp["prompt"] for inp in inputs})
+    out = MatchedResponses({})
     first_line: dict[str, int] = {}
     for lineno, rec in iter_jsonl(path, allow_empty=True):
         if not isinstance(rec, dict):
             raise DataError(str(path), "record is not a JSON object", line=lineno)
-        for field in ("prompt", "response"):
-            if not isinstance(rec.get(field), str):
-                what = "missing field" if field not in rec else "must be a string"
-                raise DataError(str(path), what, line=lineno, field=field)
-        prompt = rec["prompt"]
-        if prompt not in known:
-            shown = prompt[:60].replace("\n", " ") + ("..." if len(prompt) > 60 else "")
-            raise DataError(str(path), f"prompt not found in the {title} inputs: '{shown}'", line=lineno,
-                            field="prompt")
-        if prompt in out and out[prompt] != rec["response"]:
+        for name in ("prompt", "response"):
+            if not isinstance(rec.get(name), str):
+                what = "missing field" if name not in rec else "must be a string"
+                raise DataError(str(path), what, line=lineno, field=name)
+        prompt = known.get(rec["prompt"], known.get(rec["prompt"].strip()))
+        if prompt is None:
+            if unmatched_is_error:
+                raise DataError(str(path), f"prompt not found in the {title} inputs: '{_shorten(rec['prompt'])}'",
+                                line=lineno, field="prompt")
+            out.unmatched.append((lineno, _shorten(rec["prompt"])))
+            continue
+        if prompt in out.responses and out.responses[prompt] != rec["response"]:
             raise DataError(str(path), f"a second, different response to the prompt of line "
                             f"{first_line[prompt]}", line=lineno, field="prompt")
         first_line.setdefault(prompt, lineno)
-        out[prompt] = rec["response"]
-    if not out:
-        raise DataError(str(path), "no responses")
+        out.responses[prompt] = rec["response"]
+    if not out.responses:
+        raise DataError(str(path), f"no response matches a prompt of the {title} inputs" if out.unmatched
+                        else "no responses")
     return out
+
+
+def read_responses_for_scoring(path: str | Path, inputs: list[dict], title: str = "IFEval") -> dict[str, str]:
+    """:func:`match_responses` where a row matching no prompt is an error: input prompt -> response."""
+    return match_responses(path, inputs, title).responses
