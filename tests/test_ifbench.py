@@ -1,0 +1,195 @@
+"""IFBench: official conformance, determinism, NLTK data, bad input, the resume guard, a tiny model end to end."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from sftlab.errors import DataError, SftlabError
+from sftlab.eval.bridge import _check_resume_settings, evaluate, score_file
+from sftlab.eval.generate import GenerationConfig
+from sftlab.eval.ifbench import TASK, ensure_nltk_data
+from sftlab.eval.inputs import load_inputs, match_responses, select_inputs
+from sftlab.eval.scoring import score_responses
+
+BROKEN_PREFIX = "I want you to act as a teacher explaining concepts relevant to NMDCAT subjects"
+
+
+def _jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def inputs(ifbench_dir):
+    return load_inputs(TASK, str(ifbench_dir / "IFBench_test.jsonl"))
+
+
+def test_inputs_load_offline_despite_the_missing_final_newline(inputs, ifbench_dir):
+    assert not (ifbench_dir / "IFBench_test.jsonl").read_bytes().endswith(b"\n")
+    assert len(inputs) == 300 and sum(len(i["instruction_id_list"]) for i in inputs) == 344
+    assert len({iid for i in inputs for iid in i["instruction_id_list"]}) == 58
+    # every kwargs object keeps the released padding; scoring drops only the None values
+    assert all(len(k) > 30 for i in inputs for k in i["kwargs"])
+
+
+@pytest.mark.integration
+def test_conformance_with_the_official_verdicts(ifbench_dir, tmp_path):
+    """All 293 sample responses that match a test prompt get the official verdict, instruction by
+    instruction, strict and loose; the one broken upstream row is reported as unmatched and counted."""
+    out = tmp_path / "scored"
+    s = score_file(ifbench_dir / "sample_responses.jsonl", out, benchmark="ifbench",
+                   data=str(ifbench_dir / "IFBench_test.jsonl"))
+    broken = [n for n, r in enumerate(_jsonl(ifbench_dir / "sample_responses.jsonl"), 1)
+              if r["prompt"].startswith(BROKEN_PREFIX)]
+    assert len(broken) == 1
+    assert s["data"]["unmatched_responses"] == {"count": 1, "lines": broken}
+    assert s["benchmark"] == "ifbench" and s["counts"]["prompts"] == 293
+    for kind in ("strict", "loose"):
+        official = {r["prompt"].strip(): r for r in _jsonl(ifbench_dir / f"official_verdicts_{kind}.jsonl")}
+        rows = _jsonl(out / f"eval_results_{kind}.jsonl")
+        assert len(rows) == 293
+        for r in rows:
+            o = official[r["prompt"].strip()]
+            assert r["instruction_id_list"] == o["instruction_id_list"]
+            assert r["follow_instruction_list"] == o["follow_instruction_list"], (kind, r["instruction_id_list"])
+            assert r["follow_all_instructions"] == o["follow_all_instructions"]
+        # the official totals count the broken row too; without it they are what the rows above sum to
+        assert s["counts"][f"prompt_level_{kind}"] == sum(official[r["prompt"].strip()]["follow_all_instructions"]
+                                                           for r in rows)
+    assert s["counts"]["prompt_level_strict"] == 77 and s["counts"]["inst_level_strict"] == 93
+
+
+def test_verdicts_are_deterministic_and_order_independent(inputs):
+    """Argument-less checkers draw their thresholds at random; sftlab seeds them per (prompt, index)."""
+    picked = [dict(i, kwargs=[{} for _ in i["kwargs"]]) for i in inputs[:25]]  # every checker draws now
+    responses = {i["prompt"]: f"Answer {n}.\nIt has words, numbers like {n} and a SEPARATOR." for n, i in
+                 enumerate(picked)}
+    registry = TASK.registry()
+    random.seed(123)
+    state = random.getstate()
+    a = score_responses(picked, responses, registry, "IFBench")
+    assert random.getstate() == state  # the caller's random state is left as it was
+    b = score_responses(list(reversed(picked)), responses, registry, "IFBench")
+    assert a["strict"] == list(reversed(b["strict"])) and a["loose"] == list(reversed(b["loose"]))
+    assert all(all(lo or not st for st, lo in zip(s["follow_instruction_list"], lz["follow_instruction_list"],
+                                                    strict=True)) for s, lz in zip(a["strict"], a["loose"], strict=True))
+
+
+def test_bad_inputs_name_line_and_field(ifbench_dir, tmp_path):
+    lines = (ifbench_dir / "IFBench_test.jsonl").read_text(encoding="utf-8").split("\n")[:3]
+    bad = json.loads(lines[1])
+    bad["instruction_id_list"] = ["count:no_such_check"]
+    f = tmp_path / "bad.jsonl"
+    f.write_text("\n".join([lines[0], json.dumps(bad), lines[2]]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.jsonl:2.*instruction_id_list.*unknown instruction id 'count:no_such"):
+        load_inputs(TASK, str(f))
+    f.write_text("\n".join([lines[0], lines[1], lines[2][:-5]]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.jsonl:3.*invalid JSON"):
+        load_inputs(TASK, str(f))
+    del bad["kwargs"]
+    bad["instruction_id_list"] = json.loads(lines[1])["instruction_id_list"]
+    f.write_text("\n".join([lines[0], json.dumps(bad)]), encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.jsonl:2.*kwargs.*missing field"):
+        load_inputs(TASK, str(f))
+
+
+def test_responses_matching_no_prompt(inputs, tmp_path):
+    resp = tmp_path / "r.jsonl"
+    resp.write_text(json.dumps({"prompt": "not an IFBench prompt", "response": "x"}) + "\n"
+                    + json.dumps({"prompt": "  " + inputs[4]["prompt"] + "\n", "response": "y"}) + "\n",
+                    encoding="utf-8")
+    m = match_responses(resp, inputs, "IFBench", unmatched_is_error=False)
+    assert m.responses == {inputs[4]["prompt"]: "y"} and m.unmatched_record() == {"count": 1, "lines": [1]}
+    resp.write_text(json.dumps({"prompt": "not an IFBench prompt", "response": "x"}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"r\.jsonl.*no response matches a prompt of the IFBench inputs"):
+        match_responses(resp, inputs, "IFBench", unmatched_is_error=False)
+
+
+def _one_line_error(capsys, argv):
+    from sftlab.cli import main
+
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_cli_errors_are_one_line_exit_2(capsys, ifbench_dir, tmp_path):
+    resp = tmp_path / "r.jsonl"
+    resp.write_text(json.dumps({"prompt": "no such prompt", "response": "x"}) + "\n", encoding="utf-8")
+    data = str(ifbench_dir / "IFBench_test.jsonl")
+    for args, want in (
+        (["--benchmark", "ifbenh", "--responses", str(resp)], "unknown benchmark 'ifbenh'; did you mean 'ifbench'?"),
+        (["--benchmark", "ifbench", "--responses", str(resp), "--data", data], "no response matches a prompt"),
+        (["--benchmark", "ifbench", "--responses", str(resp), "--ifeval-data", data],
+         "for --benchmark ifbench use --data"),
+        (["--responses", str(resp), "--ifeval-data", data, "--data", data], "either --data or --ifeval-data"),
+    ):
+        assert want in _one_line_error(capsys, ["eval", *args, "--output-dir", str(tmp_path / "o")])
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_missing_nltk_data_is_one_line_before_generation(capsys, ifbench_dir, tmp_path, monkeypatch):
+    import nltk
+
+    only_punkt = tmp_path / "nltk"
+    only_punkt.mkdir()
+    (only_punkt / "tokenizers").symlink_to(ifbench_dir.parent / "nltk_data" / "tokenizers")
+    monkeypatch.setattr(nltk.data, "path", [str(only_punkt)])
+    monkeypatch.setattr(nltk, "download", lambda *a, **k: pytest.fail("tried to download"))
+    with pytest.raises(SftlabError, match=rf"stopwords data \(corpora/stopwords\).*looked in: {only_punkt}"):
+        ensure_nltk_data()
+    out = tmp_path / "ev"  # the model is never loaded: the check comes first
+    err = _one_line_error(capsys, ["eval", "--benchmark", "ifbench", "--model", "never-loaded", "--output-dir",
+                                   str(out), "--data", str(ifbench_dir / "IFBench_test.jsonl"), "--limit", "1"])
+    assert "stopwords" in err and str(only_punkt) in err and "python -m nltk.downloader stopwords" in err
+    assert not (out / "responses.jsonl").exists()
+
+
+def test_resume_guard_needs_a_readable_matching_record(tmp_path):
+    settings = {"benchmark": "ifbench", "model": "m", "max_new_tokens": 6, "dtype": "float32", "sample_offset": 0}
+    responses, record = tmp_path / "responses.jsonl", tmp_path / "generation.json"
+    responses.write_text(json.dumps({"prompt": "p", "response": "r"}) + "\n", encoding="utf-8")
+    with pytest.raises(SftlabError, match=r"generation\.json .* is missing.*delete .*responses\.jsonl to start over"):
+        _check_resume_settings(tmp_path, settings)
+    record.write_text("{not json", encoding="utf-8")
+    with pytest.raises(SftlabError, match=r"generation\.json is unreadable.*start over"):
+        _check_resume_settings(tmp_path, settings)
+    record.write_text("[1]", encoding="utf-8")
+    with pytest.raises(SftlabError, match="not a JSON object"):
+        _check_resume_settings(tmp_path, settings)
+    record.write_text(json.dumps({**settings, "benchmark": "ifeval"}), encoding="utf-8")
+    with pytest.raises(SftlabError, match="benchmark: 'ifeval' -> 'ifbench'"):
+        _check_resume_settings(tmp_path, settings)
+    old = {k: v for k, v in settings.items() if k != "benchmark"}  # written before benchmarks: IFEval
+    record.write_text(json.dumps(old), encoding="utf-8")
+    with pytest.raises(SftlabError, match="benchmark: 'ifeval' -> 'ifbench'"):
+        _check_resume_settings(tmp_path, settings)
+    _check_resume_settings(tmp_path, {**settings, "benchmark": "ifeval"})
+    assert json.loads(record.read_text(encoding="utf-8"))["benchmark"] == "ifeval"
+    _check_resume_settings(tmp_path, {**settings, "benchmark": "ifeval"})  # a matching record: reused
+
+
+@pytest.mark.integration
+def test_tiny_model_generates_and_scores_ifbench(capsys, tiny_model_dir, ifbench_dir, inputs, tmp_path):
+    from sftlab.cli import main
+
+    out, data = tmp_path / "ev", str(ifbench_dir / "IFBench_test.jsonl")
+    rc = main(["eval", "--benchmark", "ifbench", "--model", str(tiny_model_dir), "--output-dir", str(out), "--data",
+               data, "--sample", "3", "--seed", "2", "--max-new-tokens", "5", "--batch-size", "3", "--no-progress"])
+    stdout = capsys.readouterr().out
+    assert rc == 0 and "IFBench: 3 prompts" in stdout and "headline: prompt-level loose" in stdout
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    assert s["benchmark"] == "ifbench" and s["generation"]["stats"]["n_generated"] == 3
+    assert s["data"]["selection"] == {"sample": 3, "seed": 2}
+    assert json.loads((out / "generation.json").read_text(encoding="utf-8"))["benchmark"] == "ifbench"
+    want = {i["prompt"] for i in select_inputs(inputs, sample=3, seed=2)}
+    assert {r["prompt"] for r in _jsonl(out / "responses.jsonl")} == want
+    assert s["scorer"]["checkers"].startswith("if-verifiable ")
+    # the same directory is never reused for the other benchmark
+    with pytest.raises(SftlabError, match="benchmark: 'ifbench' -> 'ifeval'"):
+        evaluate(str(tiny_model_dir), out, ifeval_data=str(ifbench_dir.parent / "ifeval" / "input_data.jsonl"),
+                 sample=3, seed=2, gen=GenerationConfig(max_new_tokens=5), progress=False)
