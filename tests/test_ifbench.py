@@ -193,3 +193,39 @@ def test_tiny_model_generates_and_scores_ifbench(capsys, tiny_model_dir, ifbench
     with pytest.raises(SftlabError, match="benchmark: 'ifbench' -> 'ifeval'"):
         evaluate(str(tiny_model_dir), out, ifeval_data=str(ifbench_dir.parent / "ifeval" / "input_data.jsonl"),
                  sample=3, seed=2, gen=GenerationConfig(max_new_tokens=5), progress=False)
+
+
+def test_compare_pairs_per_category_and_refuses_two_benchmarks(capsys, ifbench_dir, ifeval_dir, tmp_path):
+    """``sftlab compare`` on two IFBench evaluations: paired figures, groups = IFBench's categories."""
+    from sftlab.cli import main
+
+    rows = [r for r in _jsonl(ifbench_dir / "sample_responses.jsonl") if not r["prompt"].startswith(BROKEN_PREFIX)]
+    rows = rows[:30]
+    data = str(ifbench_dir / "IFBench_test.jsonl")
+    for name, rs in (("base", [{**r, "response": ""} for r in rows]), ("ft", rows)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rs), encoding="utf-8")
+        score_file(tmp_path / f"{name}.jsonl", tmp_path / name, benchmark="ifbench", data=data)
+    ft = json.loads((tmp_path / "ft" / "summary.json").read_text(encoding="utf-8"))
+    rc = main(["compare", "--baseline", str(tmp_path / "base"), "--finetuned", str(tmp_path / "ft"),
+               "--json", str(tmp_path / "cmp.json")])
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "cmp.json").read_text(encoding="utf-8"))
+    assert rc == 0 and out.startswith("30 prompts shared") and " on IFBench: " in out.splitlines()[0]
+    assert res["benchmark"] == "ifbench" and res["grouped_by"] == "category" and res["type_split"] is None
+    m = res["metrics"]["prompt_level_loose_acc"]
+    assert m["baseline_pct"] == 0 and m["won"] == ft["counts"]["prompt_level_loose"] and m["lost"] == 0
+    assert m["finetuned_pct"] == pytest.approx(100 * ft["prompt_level_loose_acc"])
+    groups = res["groups"]
+    assert set(groups) <= set(TASK.categories) and "other" not in groups
+    assert sum(g["instructions"] for g in groups.values()) == ft["counts"]["instructions"]
+    for cat, g in groups.items():
+        assert g["strict"]["finetuned_pct"] == pytest.approx(100 * ft["per_instruction"]["by_category"][cat]
+                                                             ["strict_acc"])
+    assert all(r["group"] == r["id"].split(":")[0] for r in res["per_type"])
+    assert "instruction types by category" in out
+    # an IFEval evaluation never pairs with an IFBench one
+    ifeval_rows = _jsonl(ifeval_dir / "gpt4_responses.jsonl")[:3]
+    (tmp_path / "ife.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ifeval_rows), encoding="utf-8")
+    score_file(tmp_path / "ife.jsonl", tmp_path / "ife", ifeval_data=str(ifeval_dir / "input_data.jsonl"))
+    err = _one_line_error(capsys, ["compare", "--baseline", str(tmp_path / "ife"), "--finetuned", str(tmp_path / "ft")])
+    assert "scored ifeval but --finetuned" in err and "scored ifbench" in err

@@ -31,6 +31,8 @@ from sftlab.errors import SftlabError
 from sftlab.eval.task import Task
 
 IFBENCH_HUB_ID = "allenai/IFBench_test"
+#: IFBench's constraint categories (the instruction id prefixes), in the order tables show them.
+CATEGORIES = ("count", "format", "ratio", "repeat", "sentence", "words", "custom")
 #: (NLTK resource path, package name) the IFBench checkers need locally.
 NLTK_RESOURCES = (
     ("tokenizers/punkt_tab", "punkt_tab"),
@@ -94,5 +96,5 @@ TASK = Task(
     name="ifbench", title="IFBench", hub_id=IFBENCH_HUB_ID, headline="prompt_level_loose_acc",
     offline_hint="Offline? Pass the local JSONL with --data (e.g. ../shared/ifbench/IFBench_test.jsonl)",
     registry=instruction_registry, ensure_data=ensure_nltk_data, scorer_info=scorer_info,
-    unmatched_is_error=False,
+    unmatched_is_error=False, categories=CATEGORIES,
 )

@@ -34,6 +34,8 @@ class Task:
     #: and reported (IFBench: its own released sample responses carry a broken row).
     unmatched_is_error: bool = True
     metrics: tuple[str, ...] = METRICS
+    #: Categories per-type tables group by (``sftlab compare``, the report); empty: the trained/held-out split.
+    categories: tuple[str, ...] = ()
 
     def category(self, instruction_id: str) -> str:
         """An instruction's category: its id up to the colon (``count:word_count_range`` -> ``count``)."""
