@@ -229,3 +229,71 @@ def test_compare_pairs_per_category_and_refuses_two_benchmarks(capsys, ifbench_d
     score_file(tmp_path / "ife.jsonl", tmp_path / "ife", ifeval_data=str(ifeval_dir / "input_data.jsonl"))
     err = _one_line_error(capsys, ["compare", "--baseline", str(tmp_path / "ife"), "--finetuned", str(tmp_path / "ft")])
     assert "scored ifeval but --finetuned" in err and "scored ifbench" in err
+
+
+def test_eval_settings_benchmark_lists_and_blocks(tmp_path):
+    from sftlab.errors import ConfigError
+    from sftlab.experiment.stages import EvalSettings, guard_settings
+    from sftlab.experiment.sweep import _manifest_identity
+
+    old = EvalSettings.from_dict({"sample": 10, "max_new_tokens": 64})
+    assert old.benchmarks == ["ifeval"] and "benchmarks" not in old.to_dict() and "ifbench" not in old.to_dict()
+    s = EvalSettings.from_dict({"sample": 10, "max_new_tokens": 64, "benchmarks": ["ifeval", "ifbench"],
+                                "ifbench": {"data": "b.jsonl", "limit": 5, "seed": 3}})
+    assert s.selection("ifeval") == {"data": "google/IFEval", "limit": None, "sample": 10, "seed": 0,
+                                     "sample_offset": 0}
+    assert s.selection("ifbench") == {"data": "b.jsonl", "limit": 5, "sample": None, "seed": 3, "sample_offset": 0}
+    assert s.to_dict()["benchmarks"] == ["ifeval", "ifbench"] and s.to_dict()["ifbench"]["limit"] == 5
+    assert "seed" not in s.fingerprint()["ifbench"]  # no sample: the seed decides nothing
+    assert EvalSettings.from_dict(s.to_dict()).to_dict() == s.to_dict()  # a record reads back as it was written
+    assert _manifest_identity({"eval": old.to_dict()}) != _manifest_identity({"eval": s.to_dict()})
+    record = tmp_path / "run_config.yaml"
+    guard_settings(record, {"eval": old.to_dict()}, what="an experiment")
+    with pytest.raises(ConfigError, match="eval.benchmarks"):
+        guard_settings(record, {"eval": s.to_dict()}, what="an experiment")
+    for bad, msg in (({"benchmarks": ["ifeval", "ifbenh"]}, "unknown benchmark 'ifbenh'; did you mean 'ifbench'"),
+                     ({"benchmarks": ["ifbench"]}, "must include ifeval"),
+                     ({"benchmarks": ["ifeval", "ifeval"]}, "twice"),
+                     ({"ifbench": {"limit": 3}}, r"eval\.ifbench is given but 'ifbench' is not in eval\.benchmarks"),
+                     ({"benchmarks": ["ifeval", "ifbench"], "ifbench": {"lmit": 3}},
+                      r"unknown key 'eval\.ifbench\.lmit'; did you mean 'limit'"),
+                     ({"benchmarks": ["ifeval", "ifbench"], "ifbench": {"limit": 3, "sample": 3}}, "not both"),
+                     ({"benchmarks": ["ifeval", "ifbench"], "ifbench": {"sample_offset": 3}}, "needs 'sample'")):
+        with pytest.raises(ConfigError, match=msg):
+            EvalSettings.from_dict(bad)
+
+
+@pytest.mark.integration
+def test_run_evaluates_both_benchmarks_and_compare_pairs_them(capsys, tmp_path, tiny_model_dir, ifeval_dir,
+                                                               ifbench_dir):
+    """``sftlab run`` with ``eval.benchmarks: [ifeval, ifbench]``: both evaluated before and after training,
+    every stage skipped on a rerun, and ``sftlab compare`` on the IFBench pair."""
+    import yaml
+    from test_sweep import tiny_train_config, write_conversations
+
+    from sftlab.cli import main
+    from sftlab.experiment.run import format_outcome, load_run_config, run_experiment
+
+    data = write_conversations(tmp_path / "convs.jsonl")
+    cfg = {**tiny_train_config(tiny_model_dir, data), "output_dir": str(tmp_path / "exp"),
+           "eval": {"ifeval_data": str(ifeval_dir / "input_data.jsonl"), "limit": 2, "max_new_tokens": 4,
+                    "batch_size": 4, "benchmarks": ["ifeval", "ifbench"],
+                    "ifbench": {"data": str(ifbench_dir / "IFBench_test.jsonl"), "sample": 3, "seed": 5}}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    res = run_experiment(load_run_config(path), report=False)
+    out = tmp_path / "exp"
+    for d, bench, n in (("baseline_eval", "ifeval", 2), ("finetuned_eval", "ifeval", 2),
+                        ("baseline_eval_ifbench", "ifbench", 3), ("finetuned_eval_ifbench", "ifbench", 3)):
+        s = json.loads((out / d / "summary.json").read_text(encoding="utf-8"))
+        assert (s["benchmark"], s["counts"]["prompts"]) == (bench, n), d
+    assert s["data"]["selection"] == {"sample": 3, "seed": 5}
+    text = format_outcome(res)
+    assert "IFEval (%)" in text and "IFBench (%)" in text and "(headline)" in text
+    capsys.readouterr()
+    run_experiment(load_run_config(path), report=False)
+    assert capsys.readouterr().err.count("evaluation finished earlier, skipping") == 4
+    rc = main(["compare", "--baseline", str(out / "baseline_eval_ifbench"), "--finetuned",
+               str(out / "finetuned_eval_ifbench")])
+    shown = capsys.readouterr().out
+    assert rc == 0 and shown.startswith("3 prompts shared") and "on IFBench" in shown
