@@ -290,6 +290,20 @@ def test_run_evaluates_both_benchmarks_and_compare_pairs_them(capsys, tmp_path, 
     assert s["data"]["selection"] == {"sample": 3, "seed": 5}
     text = format_outcome(res)
     assert "IFEval (%)" in text and "IFBench (%)" in text and "(headline)" in text
+    # the report shows both side by side: headline table, IFBench figures, categories, examples
+    from sftlab.report import write_report
+
+    write_report(baseline=None, runs=[out], output_dir=out / "report", model_check=False)
+    md = (out / "report" / "report.md").read_text(encoding="utf-8")
+    report = json.loads((out / "report" / "report.json").read_text(encoding="utf-8"))
+    assert [h["benchmark"] for h in report["headline"]] == ["IFEval", "IFBench"]
+    assert report["headline"][1]["figure"] == "prompt loose" and report["headline"][1]["n"] == 3
+    ifb = report["benchmarks"]["ifbench"]
+    assert ifb["baseline_figures"]["n_prompts"] == 3 and set(ifb["categories"]) <= set(TASK.categories)
+    assert ifb["baseline_figures"]["prompt_level_loose_acc"] == pytest.approx(
+        json.loads((out / "baseline_eval_ifbench" / "summary.json").read_text())["prompt_level_loose_acc"])
+    assert "**IFBench** accuracies in percent on 3 prompts" in md and "IFBench by instruction id" in md
+    assert md.index("Both benchmarks side by side") < md.index("IFEval accuracies in percent")
     capsys.readouterr()
     run_experiment(load_run_config(path), report=False)
     assert capsys.readouterr().err.count("evaluation finished earlier, skipping") == 4

@@ -196,9 +196,14 @@ class Comparison:
         return self.records[self.best]
 
 
-def compare(base: EvalData, records: list[RunRecord], varied_keys: list[str]) -> Comparison:
-    """Load each run's verdicts and recompute its figures and the baseline's on the prompts they share."""
-    evals = [load_eval(r.eval_dir) for r in records]  # type: ignore[arg-type]
+def compare(base: EvalData, records: list[RunRecord], varied_keys: list[str],
+            eval_dirs: list[Path] | None = None) -> Comparison:
+    """Load each run's verdicts and recompute its figures and the baseline's on the prompts they share.
+
+    ``eval_dirs`` (one per record) replaces the records' own evaluations: another benchmark's.
+    """
+    dirs = eval_dirs if eval_dirs is not None else [r.eval_dir for r in records]
+    evals = [load_eval(d) for d in dirs]  # type: ignore[arg-type]
     rows = [results_row(r, varied_keys) for r in records]
     commons, run_figs, base_figs = [], [], []
     for ev in evals:
