@@ -304,6 +304,13 @@ def test_run_evaluates_both_benchmarks_and_compare_pairs_them(capsys, tmp_path, 
         json.loads((out / "baseline_eval_ifbench" / "summary.json").read_text())["prompt_level_loose_acc"])
     assert "**IFBench** accuracies in percent on 3 prompts" in md and "IFBench by instruction id" in md
     assert md.index("Both benchmarks side by side") < md.index("IFEval accuracies in percent")
+    # the model card lists both benchmarks
+    from sftlab.train.hub import model_card
+
+    card = model_card(out / "train", "someone/tiny")
+    ft_ifb = json.loads((out / "finetuned_eval_ifbench" / "summary.json").read_text())
+    assert "## IFEval" in card and "## IFBench" in card and "ODC-BY-1.0" in card
+    assert f"| this model | {100 * ft_ifb['prompt_level_loose_acc']:.1f}% |" in card
     capsys.readouterr()
     run_experiment(load_run_config(path), report=False)
     assert capsys.readouterr().err.count("evaluation finished earlier, skipping") == 4
@@ -311,3 +318,33 @@ def test_run_evaluates_both_benchmarks_and_compare_pairs_them(capsys, tmp_path, 
                str(out / "finetuned_eval_ifbench")])
     shown = capsys.readouterr().out
     assert rc == 0 and shown.startswith("3 prompts shared") and "on IFBench" in shown
+
+
+def test_training_callback_scores_ifbench_prompts_too(tmp_path, tiny_model_dir, tokenizer, ifbench_dir, ifeval_dir):
+    """``ifeval_eval_ifbench_sample``: seeded IFBench prompts answered with the IFEval sample, scored officially."""
+    from conftest import REPO_ROOT
+    from transformers import AutoModelForCausalLM
+
+    from sftlab.errors import ConfigError
+    from sftlab.train.config import load_config
+    from sftlab.train.ifeval_callback import ifbench_data_of, make_callback
+
+    smoke = str(REPO_ROOT / "configs" / "tiny-smoke.yaml")
+    base = ["--model", str(tiny_model_dir), "--data", str(REPO_ROOT / "tests" / "fixtures" / "smoltalk_like.jsonl")]
+    data = str(ifbench_dir / "IFBench_test.jsonl")
+    cfg = load_config(smoke, [*base, "--ifeval_eval_steps", "5", "--ifeval_eval_sample", "1",
+                              "--ifeval_eval_max_new_tokens", "3", "--ifeval_eval_data",
+                              str(ifeval_dir / "input_data.jsonl"), "--ifeval_eval_ifbench_sample", "2",
+                              "--ifeval_eval_ifbench_data", data])[0]
+    kw = {"metrics_path": tmp_path / "m.jsonl", "is_main": True}
+    cb = make_callback(cfg, tokenizer, seed=1, **kw)
+    assert [i["key"] for i in cb.ifbench_inputs] == [i["key"] for i in select_inputs(load_inputs(TASK, data),
+                                                                                     sample=2, seed=1)]
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir))
+    figures = cb.score(model)
+    assert figures["ifbench_prompts"] == 2 and figures["ifeval_prompts"] == 1
+    assert 0 <= figures["ifbench_prompt_strict"] <= figures["ifbench_prompt_loose"] <= 1
+    assert ifbench_data_of(load_config(smoke, base)[0]) == "allenai/IFBench_test"
+    assert ifbench_data_of(load_config(smoke, [*base, "--eval", "{ifbench: {data: /x.jsonl}}"])[0]) == "/x.jsonl"
+    with pytest.raises(ConfigError, match="ifeval_eval_ifbench_sample must be >= 1"):
+        load_config(smoke, [*base, "--ifeval_eval_steps", "5", "--ifeval_eval_ifbench_sample", "0"])

@@ -250,6 +250,10 @@ class TrainConfig:
     ifeval_eval_sample: int = 20
     ifeval_eval_max_new_tokens: int = 256
     ifeval_eval_data: str | None = None
+    #: IFBench prompts scored beside them (None: none); inputs: ifeval_eval_ifbench_data, else the eval:
+    #: block's ifbench.data, else allenai/IFBench_test.
+    ifeval_eval_ifbench_sample: int | None = None
+    ifeval_eval_ifbench_data: str | None = None
 
 
 def _dataclass_fields(cls: type) -> dict[str, Any]:
