@@ -106,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
         summary = evaluate(args.model, args.output_dir, benchmark=args.benchmark, data=data, limit=args.limit,
                            sample=args.sample, seed=args.seed, sample_offset=args.sample_offset, gen=gen,
                            chat_template=args.chat_template, progress=not args.no_progress)
-    print(format_table(summary, task.title, task.headline))
+    # IFEval's table reads as it always did; another benchmark's names its headline figure
+    print(format_table(summary, task.title, None if task.name == DEFAULT_BENCHMARK else task.headline))
     unmatched = summary["data"].get("unmatched_responses")
     if unmatched:
         lines = ", ".join(map(str, unmatched["lines"][:10])) + (", ..." if unmatched["count"] > 10 else "")

@@ -14,7 +14,7 @@ from typing import Any
 
 from sftlab.errors import SftlabError
 from sftlab.eval.task import METRICS
-from sftlab.eval.tasks import get_task
+from sftlab.eval.tasks import DEFAULT_BENCHMARK, get_task
 from sftlab.experiment.typesplit import CategorySplit, type_split
 from sftlab.layout import TRAIN_CONFIG, EvalDir, TrainDir
 from sftlab.report.evals import (
@@ -174,8 +174,9 @@ def _types_text(res: dict[str, Any]) -> list[str]:
 def format_comparison(res: dict[str, Any]) -> str:
     """The printed comparison: the four figures with paired standard errors, then the per-type split."""
     b, f = res["baseline"], res["finetuned"]
-    title = get_task(res.get("benchmark", "ifeval")).title
-    head = (f"{res['shared_prompts']} prompts shared ({res['shared_instructions']} instructions) on {title}: "
+    name = res.get("benchmark", DEFAULT_BENCHMARK)
+    on = "" if name == DEFAULT_BENCHMARK else f" on {get_task(name).title}"  # IFEval's line reads as before
+    head = (f"{res['shared_prompts']} prompts shared ({res['shared_instructions']} instructions){on}: "
             f"baseline {b['dir']} "
             f"(model {b['model']}, {b['prompts']} prompts), fine-tuned {f['dir']} (model {f['model']}, "
             f"{f['prompts']} prompts)")
