@@ -38,7 +38,7 @@ def test_quick_suite_writes_valid_json(tmp_path, capsys):
     # machine: a measured matmul peak, copied to the top level as the schema asks
     assert _positive(data["machine"]["matmul_gflops_fp32"])
     assert data["matmul_gflops"] == data["machine"]["matmul_gflops_fp32"]
-    from sftlab.hardware import cached_peak, cpu_kind
+    from sftlab.models.hardware import cached_peak, cpu_kind
 
     assert data["machine"]["cpu_kind"] == cpu_kind().name  # and the start line now shows that peak
     assert cached_peak(cpu_kind())["fp32_gflops"] == data["machine"]["matmul_gflops_fp32"]

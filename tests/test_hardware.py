@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from sftlab import hardware
-from sftlab.hardware import CpuKind, cpu_flags, cpu_kind, isa_of, results_file, save_peak, start_line
+from sftlab.models import hardware
+from sftlab.models.hardware import CpuKind, cpu_flags, cpu_kind, isa_of, results_file, save_peak, start_line
 
 EPYC_AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse2 avx avx2 fma\n"
 XEON_BF16 = "processor\t: 0\nmodel name\t: Xeon\nflags\t\t: avx avx2 avx512f avx512_bf16\n"

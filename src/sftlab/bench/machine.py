@@ -29,7 +29,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     """The machine's facts and measured peak; the peak is also cached for every command's start line."""
     import torch
 
-    from sftlab.hardware import cpu_kind, save_peak
+    from sftlab.models.hardware import cpu_kind, save_peak
 
     n = 1024 if quick else 2048
     kind = cpu_kind()

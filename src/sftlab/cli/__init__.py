@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USER_ERROR
     if args.command in START_LINE_COMMANDS and os.environ.get("RANK", "0") == "0":
-        from sftlab.hardware import start_line
+        from sftlab.models.hardware import start_line
 
         print(start_line(args.command), flush=True)
     try:

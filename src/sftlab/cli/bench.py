@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from sftlab.bench import run_suite
 
     if args.json_path == PER_KIND:
-        from sftlab.hardware import cpu_kind, results_file
+        from sftlab.models.hardware import cpu_kind, results_file
 
         args.json_path = str(results_file(cpu_kind()))
     parts = [p.strip() for p in args.only.split(",") if p.strip()] if args.only else None

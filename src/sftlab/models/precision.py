@@ -16,7 +16,7 @@ def cpu_supports_bf16() -> bool:
     Without them bf16 autocast on a CPU is emulated and slower than float32, so ``dtype: auto``
     only picks it where the hardware has it.
     """
-    from sftlab.hardware import BF16_FLAGS, cpu_flags
+    from sftlab.models.hardware import BF16_FLAGS, cpu_flags
 
     return bool(cpu_flags() & BF16_FLAGS)
 
