@@ -207,14 +207,8 @@ def test_no_function_over_the_line_limit():
 #: The only modules allowed directly in ``src/sftlab/``; everything else lives in a stage package.
 TOP_LEVEL_MODULES = {"__init__", "__main__", "errors", "utils", "layout"}
 
-#: TEMPORARY. Modules that still spell artifact file names themselves, each with the reason. The
-#: evaluation side (the IFEval scorer's ``evaluate()`` and ``compare``) is being rebuilt on the IFBench
-#: branch, which takes its names from :mod:`sftlab.layout`; delete these entries when it lands (the
-#: test fails on an entry whose module no longer needs it).
+#: Modules allowed to spell artifact file names themselves, each with the reason (none today).
 ARTIFACT_NAME_ALLOWLIST: dict[str, str] = {
-    "eval/ifeval.py": "evaluate() spells summary.json, responses.jsonl, generation.json: moves to the eval "
-                      "bridge on the IFBench branch",
-    "experiment/compare.py": "spells generation.json: rewritten on the IFBench branch",
 }
 
 

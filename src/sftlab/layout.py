@@ -89,6 +89,12 @@ def safe_name(text: str, max_len: int = 96) -> str:
     return s
 
 
+def eval_dir_name(name: str, benchmark: str) -> str:
+    """An evaluation directory of one benchmark: IFEval keeps the plain name (``baseline_eval``, as
+    before benchmarks existed, so old experiments resume), another is suffixed (``baseline_eval_ifbench``)."""
+    return name if benchmark == "ifeval" else f"{name}_{benchmark}"
+
+
 def loss_plot_name(run: str) -> str:
     """The report's loss-curve PNG of one run."""
     return f"loss_{safe_name(run)}.png"
@@ -209,6 +215,9 @@ class SweepRunDir:
     def eval(self) -> EvalDir:
         return EvalDir(self.root / EVAL)
 
+    def eval_for(self, benchmark: str) -> EvalDir:
+        return EvalDir(self.root / eval_dir_name(EVAL, benchmark))
+
     @property
     def done(self) -> Path:
         return self.root / DONE
@@ -234,6 +243,9 @@ class SweepDir:
     @property
     def baseline(self) -> EvalDir:
         return EvalDir(self.root / BASELINE_EVAL)
+
+    def baseline_for(self, benchmark: str) -> EvalDir:
+        return EvalDir(self.root / eval_dir_name(BASELINE_EVAL, benchmark))
 
     @property
     def report(self) -> ReportDir:
@@ -273,6 +285,12 @@ class RunDir:
     @property
     def finetuned(self) -> EvalDir:
         return EvalDir(self.root / FINETUNED_EVAL)
+
+    def baseline_for(self, benchmark: str) -> EvalDir:
+        return EvalDir(self.root / eval_dir_name(BASELINE_EVAL, benchmark))
+
+    def finetuned_for(self, benchmark: str) -> EvalDir:
+        return EvalDir(self.root / eval_dir_name(FINETUNED_EVAL, benchmark))
 
     @property
     def report(self) -> ReportDir:

@@ -237,16 +237,17 @@ class TrainConfig:
     trust_remote_code: bool = False
     overwrite_output_dir: bool = False
     num_proc: int = 2
-    #: Verifiable instruction augmentation of the training data (:class:`sftlab.augment.AugmentConfig`'s
-    #: keys), applied inside preprocessing and cached with it; None: the data as it is.
+    #: Verifiable instruction augmentation (sftlab.augment.AugmentConfig's keys), in preprocessing; None: none.
     augment: dict | None = None
     #: Consumed by ``sftlab run`` (evaluation after training); accepted and ignored here.
     eval: dict | None = None
-    #: IFEval on a small seeded sample every N steps, into metrics.jsonl (see sftlab.train.ifeval_callback).
+    #: IFEval (and IFBench) on a seeded sample every N steps, into metrics.jsonl (sftlab.train.ifeval_callback).
     ifeval_eval_steps: int | None = None
     ifeval_eval_sample: int = 20
     ifeval_eval_max_new_tokens: int = 256
     ifeval_eval_data: str | None = None
+    ifeval_eval_ifbench_sample: int | None = None
+    ifeval_eval_ifbench_data: str | None = None
 
 
 def _dataclass_fields(cls: type) -> dict[str, Any]:
