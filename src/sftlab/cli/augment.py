@@ -81,6 +81,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strip-openers", action="store_true",
                    help="remove chatty openings from the replies (\"Sure, here's ...:\", \"Certainly! I'd be happy "
                         "to help.\"): they restate the request, against its own constraints")
+    p.add_argument("--hygiene", default=None, metavar="RULE,...",
+                   help="drop, and count, conversations not worth learning from: all, or any of "
+                        "invisible_empty, cut_off, error_artifact, split_part, continuation, duplicate_prompt")
+    p.add_argument("--preserve-content", action="store_true",
+                   help="transforms keep code, URLs, identifiers, formulas, links and headings intact, or are "
+                        "skipped and counted")
+    p.add_argument("--phrasing", choices=("v1", "v2"), default="v1",
+                   help="v1: the original wording after the request; v2: 8+ phrasings per type, terse or polite, "
+                        "before or after the request or as a system message (default v1)")
+    p.add_argument("--own-types", action="store_true",
+                   help="add sftlab's own constraint types (sftlab:*) to the default pool")
+    p.add_argument("--binding", action="store_true",
+                   help="constraints that bind: tight thresholds counted on the reply itself, two different "
+                        "responses, titles naming the subject, fitting endings and postscripts")
     p.add_argument("--replies-from", default=None, metavar="MODEL",
                    help="self-distillation: MODEL (the one you will fine-tune) answers each single-turn prompt "
                         "itself, greedily, and the instructions are fitted to its answers; multi-turn "
@@ -112,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
                         ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram,
                         decontaminate=not args.no_decontaminate, ifeval_data=args.ifeval_data,
-                        strip_openers=args.strip_openers, replies="model" if args.replies_from else "dataset",
+                        strip_openers=args.strip_openers, hygiene=args.hygiene or [],
+                        preserve_content=args.preserve_content, phrasing=args.phrasing, own_types=args.own_types,
+                        binding=args.binding, replies="model" if args.replies_from else "dataset",
                         **({"reply_max_new_tokens": args.reply_max_new_tokens} if args.reply_max_new_tokens else {}))
     tokenizer = None
     if args.replies_from:  # the model's spec and tokenizer are checked before any reading
