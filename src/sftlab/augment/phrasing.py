@@ -47,7 +47,7 @@ CLAUSES: dict[str, tuple[str, ...]] = {
         'write {n_items}, blank line between each; the {nth} begins "{first_word}"',
         'use {n_items} set apart by blank lines, with "{first_word}" as the first word of the {nth}'),
     "detectable_format:constrained_response": (
-        'lead with "My answer is yes.", "My answer is no." or "My answer is maybe."',
+        'lead with one verdict sentence: "My answer is" plus yes, no or maybe, then a period',
         'begin with the verdict "My answer is" plus yes, no or maybe and a period',
         'put "My answer is" and then yes, no or maybe (with a full stop) first',
         'open on the words "My answer is" and a one-word verdict: yes, no or maybe'),
