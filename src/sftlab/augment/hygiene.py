@@ -74,7 +74,7 @@ def is_cut_off(reply: str) -> bool:
     last = text.split("\n")[-1].strip()
     if _DANGLING.search(last):
         return True
-    if _STRUCTURED_LINE.match(last) or last.endswith(_TERMINAL):
+    if _STRUCTURED_LINE.match(last) or last.endswith(_TERMINAL) or last.split()[-1].startswith("#"):
         return False
     if not last[-1:].isascii():  # emoji, CJK and other scripts without a Latin full stop
         return False
@@ -111,15 +111,22 @@ def _split_part(cid: str, messages: list[dict[str, str]]) -> bool:
 
 
 _CONTINUE = re.compile(
-    r"^\W*(?:please\s+|pls\s+|ok(?:ay)?[,.!]?\s+|now\s+)?(?:continue|go on|keep going|keep writing|more|next|"
-    r"finish(?: it)?|and\??|again|rewrite it|try again|regenerate|same|繼續|继续|계속|続けて|続き|продолжай|continua|"
-    r"continúa|weiter)\b", re.IGNORECASE)
+    r"^\W*(?:please\s+|pls\s+|ok(?:ay)?[,.!]?\s+|now\s+)?(?:continue|go on|keep going|keep writing|finish it|"
+    r"try again|regenerate|繼續|继续|계속|続けて|続き|продолжай|continua|continúa|weiter)(?!\w)", re.IGNORECASE)
+# Bare words that ask for more of an answer the record lacks, when they are the whole prompt.
+_BARE = re.compile(r"^\W*(?:please\s+)?(?:more|next|and|again|same|rewrite it|another(?: one)?|shorter|longer)"
+                   r"(?:\s+please)?\W*$", re.IGNORECASE)
 _REFERS_BACK = re.compile(
-    r"\b(?:(?:that|this|it)(?:'s| is)? (?:not (?:right|correct)|wrong|incorrect)|i don'?t think (?:that|this|it)'?s?"
-    r" (?:is )?(?:right|correct)|(?:your|the) (?:previous|last|above) (?:answer|response|message|reply|code|output)"
-    r"|you (?:just )?(?:said|wrote|forgot|missed|stopped)|(?:from|in) the (?:answers?|list|code) (?:you|above)"
-    r"|the above|as above|you were (?:saying|writing))\b", re.IGNORECASE)
+    r"\b(?:i don'?t think (?:that|this|it)'?s? (?:is )?(?:right|correct)|(?:your|the) (?:previous|last) "
+    r"(?:answer|response|message|reply|code|output)|(?:from|in) the (?:answers?|list|code) you (?:provided|gave|wrote)"
+    r"|you were (?:saying|writing))\b", re.IGNORECASE)
+# Weaker references: in a long prompt "the above" usually points at text the prompt itself holds.
+_REFERS_BACK_SHORT = re.compile(
+    r"^\W*(?:(?:that|this|it)(?:'s| is)? (?:not (?:right|correct)|wrong|incorrect)\b)|\b(?:the above|as above|you "
+    r"(?:just )?(?:said|wrote|forgot|missed|stopped)|(?:do|make|write) (?:it|that|this) (?:again|shorter|longer))\b",
+    re.IGNORECASE)
 _CONTINUE_MAX_WORDS = 12
+_SHORT_MAX_WORDS = 25
 
 
 def depends_on_missing_context(prompt: str) -> bool:
@@ -132,7 +139,9 @@ def depends_on_missing_context(prompt: str) -> bool:
     text = prompt.strip()
     if not text:
         return False
-    if _CONTINUE.match(text) and len(text.split()) <= _CONTINUE_MAX_WORDS:
+    if (_CONTINUE.match(text) and len(text.split()) <= _CONTINUE_MAX_WORDS) or _BARE.match(text):
+        return True
+    if len(text.split()) <= _SHORT_MAX_WORDS and _REFERS_BACK_SHORT.search(text):
         return True
     return bool(_REFERS_BACK.search(text))
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sftlab.augment.stats import DROP_OVERLAP
+from sftlab.augment.hygiene import REASONS
+from sftlab.augment.stats import DROP_OVERLAP, describe_hygiene
 from sftlab.data import describe_data
 from sftlab.errors import SftlabError
 from sftlab.experiment.typesplit import TypeSplit, type_split
@@ -93,11 +94,22 @@ def _sizes_rows(rec: RunRecord, stats: dict[str, Any] | None) -> list[list[Any]]
         aug = stats.get("augment")
         if isinstance(aug, dict) and aug.get("decontaminated"):
             rows.append(["dropped by IFEval decontamination", _count(aug["decontaminated"])])
+        if isinstance(aug, dict):
+            rows += [[f"dropped by hygiene: {REASONS.get(k, k)}", _count(v)] for k, v in (aug.get("hygiene") or {}).items()]
     packed = " (packed sequences)" if rec.config.get("packing") else ""
     held = "`eval_data`" if rec.config.get("eval_data") else f"eval_fraction {rec.config.get('eval_fraction', 'n/a')}"
     rows.append([f"training split{packed}", _count(first(rec.summary, "num_train_examples"))])
     rows.append([f"held-out split ({held}){packed}", _count(first(rec.summary, "num_eval_examples"))])
     return rows
+
+
+SWITCHES = ("preserve_content", "own_types", "binding")
+"""Issue #24's construction switches the section names when they are on (hygiene and phrasing have their own words)."""
+
+
+def _switches_on(cfg: dict[str, Any]) -> list[str]:
+    on = [k for k in SWITCHES if cfg.get(k)]
+    return on + ([f"phrasing {cfg['phrasing']}"] if cfg.get("phrasing", "v1") != "v1" else [])
 
 
 def _augment_blocks(aug: dict[str, Any], split: TypeSplit) -> list[Block]:
@@ -114,6 +126,10 @@ def _augment_blocks(aug: dict[str, Any], split: TypeSplit) -> list[Block]:
         + (", ".join(f"{k}: {v}" for k, v in sorted(per.items())) or "none") + "."
         + (f" Chatty openings (\"Sure, here's ...:\") removed from {_count(aug['openers_stripped'])} replies."
            if aug.get("openers_stripped") else ""),
+        *([f"Hygiene ({', '.join(cfg.get('hygiene') or []) or 'rules n/a'}): "
+           f"{_count(sum((aug.get('hygiene') or {}).values()))} conversations dropped before augmentation; "
+           + describe_hygiene(aug["hygiene"]) + "."] if aug.get("hygiene") else []),
+        *([f"Construction switches on: {', '.join(_switches_on(cfg))}."] if _switches_on(cfg) else []),
         f"Decontamination ({aug.get('decontamination', 'n/a')}; n = {cfg.get('ngram', 'n/a')} words): "
         f"{_count(aug.get('decontaminated'))} conversations dropped for an n-gram shared with an IFEval prompt; "
         f"{overlap} instructions dropped because their wording overlapped one.",
