@@ -120,7 +120,7 @@ _REFERS_BACK = re.compile(
     r"\b(?:i don'?t think (?:that|this|it)'?s? (?:is )?(?:right|correct)|(?:your|the) (?:previous|last) "
     r"(?:answer|response|message|reply|code|output)|(?:from|in) the (?:answers?|list|code) you (?:provided|gave|wrote)"
     r"|you were (?:saying|writing))\b", re.IGNORECASE)
-# Weaker references: in a long prompt "the above" usually points at text the prompt itself holds.
+# Weaker references: in a long or multi-line prompt "the above" usually points at text the prompt itself holds.
 _REFERS_BACK_SHORT = re.compile(
     r"^\W*(?:(?:that|this|it)(?:'s| is)? (?:not (?:right|correct)|wrong|incorrect)\b)|\b(?:the above|as above|you "
     r"(?:just )?(?:said|wrote|forgot|missed|stopped)|(?:do|make|write) (?:it|that|this) (?:again|shorter|longer))\b",
@@ -141,7 +141,7 @@ def depends_on_missing_context(prompt: str) -> bool:
         return False
     if (_CONTINUE.match(text) and len(text.split()) <= _CONTINUE_MAX_WORDS) or _BARE.match(text):
         return True
-    if len(text.split()) <= _SHORT_MAX_WORDS and _REFERS_BACK_SHORT.search(text):
+    if len(text.split()) <= _SHORT_MAX_WORDS and "\n" not in text and _REFERS_BACK_SHORT.search(text):
         return True
     return bool(_REFERS_BACK.search(text))
 
