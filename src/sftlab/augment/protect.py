@@ -1,4 +1,4 @@
-"""Spans of a reply that a transform must leave exactly as written: code, URLs, identifiers, formulas.
+"""Spans of a reply that a transform must leave exactly as written: code, tables, URLs, identifiers, formulas.
 
 Why: lowercasing ``ConcurrentModificationException``, a URL or ``f = (γ / 2π)`` changes what the
 reply says; so does bolding half a link or quoting a code fence. With ``preserve_content`` the
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 _FENCED = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n.*?(?:^[ \t]*\1[ \t]*$|\Z)", re.MULTILINE | re.DOTALL)
 _INLINE = re.compile(r"`[^`\n]+`")
+_TABLE_ROW = re.compile(r"^[ \t]*\|.*\|[ \t]*$", re.MULTILINE)  # a table is data: its cells stay as written
 _URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s<>()\[\]\"'`]+|<https?://[^>\s]+>|\b[\w.+-]+@[\w-]+\.[\w.-]+\b")
 _LINK = re.compile(r"\[[^\]\n]*\]\([^)\s]+\)")
 _LATEX = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$|\\\(.+?\\\)|\\\[.+?\\\]", re.DOTALL)
@@ -29,9 +30,9 @@ _FORMULA = re.compile(r"[^\s]*[" + re.escape(_MATH_CHARS) + r"][^\s]*(?:\s+[^\s]
 
 
 def protected_spans(text: str) -> list[tuple[int, int]]:
-    """Sorted, merged ``(start, end)`` spans of code, links, URLs, LaTeX, formulas and identifiers."""
+    """Sorted, merged ``(start, end)`` spans of code, table rows, links, URLs, LaTeX, formulas and identifiers."""
     spans: list[tuple[int, int]] = []
-    for pattern in (_FENCED, _INLINE, _LINK, _URL, _LATEX, _FORMULA, _IDENT):
+    for pattern in (_FENCED, _INLINE, _TABLE_ROW, _LINK, _URL, _LATEX, _FORMULA, _IDENT):
         spans += [(m.start(), m.end()) for m in pattern.finditer(text) if m.end() > m.start()]
     spans.sort()
     merged: list[tuple[int, int]] = []

@@ -78,7 +78,7 @@ def _recased_around_code(job: Job, fn: str) -> Result:
         raise Skip("reply is not English")
     text = map_outside(job.reply, getattr(str, fn))
     if text != getattr(text, fn)():
-        raise Skip("protected text (code, URL, identifier) has letters of the other case")
+        raise Skip("protected text (code, table, URL, identifier) has letters of the other case")
     if detect_language(without_protected(text)) != "en":
         raise Skip("recased text not detected as English")
     if detect_language(text) != "en":  # the checker runs langdetect on the whole reply
