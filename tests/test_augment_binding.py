@@ -80,7 +80,7 @@ def test_counts_are_taken_on_the_reply_without_other_instructions_additions(real
             continue
         kw = rec["augment"]["kwargs"][ids.index("keywords:existence")]
         for word in kw["keywords"]:  # in the reply as written, not only in the repeated request or the title
-            assert re.search(r"\b" + word + r"\b", m[-1]["content"], flags=re.IGNORECASE), word
+            assert re.search(word, m[-1]["content"], flags=re.IGNORECASE), word  # the checker's own test
         checked += 1
     assert checked >= 10
     # A "less than" threshold that the additions would break is skipped, not claimed.
