@@ -59,10 +59,10 @@ names re-exported here. Sibling modules import each other by full module path
 
 from sftlab.augment.catalogue import ALL_TYPES, CATALOGUE, EXTRA_CONFLICTS, LEFT_OUT, OWN_CATALOGUE, conflicts
 from sftlab.augment.checkers import OWN_CHECKERS, check_own
-from sftlab.augment.hygiene import HYGIENE_RULES
 from sftlab.augment.config import AUGMENT_VERSION, AugmentConfig, resolve_types
 from sftlab.augment.decontaminate import Decontaminator, load_ifeval_prompts, ngrams
 from sftlab.augment.entry import Entry, Job, Result, Skip
+from sftlab.augment.hygiene import HYGIENE_RULES
 from sftlab.augment.pipeline import (
     MAX_ATTEMPTS,
     augment_conversations,

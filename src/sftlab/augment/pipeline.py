@@ -18,6 +18,7 @@ from sftlab.augment.checkers import PREFIX, check_own
 from sftlab.augment.config import AugmentConfig
 from sftlab.augment.decontaminate import Decontaminator, load_ifeval_prompts
 from sftlab.augment.entry import Entry, Job, Skip
+from sftlab.augment.hygiene import DUPLICATE_PROMPT, hygiene_reason, prompt_key
 from sftlab.augment.stats import (
     DROP_EMPTY,
     DROP_EMPTY_PROMPT,
@@ -26,7 +27,6 @@ from sftlab.augment.stats import (
     DROP_PARTNER,
     AugmentStats,
 )
-from sftlab.augment.hygiene import DUPLICATE_PROMPT, hygiene_reason, prompt_key
 from sftlab.augment.text import strip_opener
 from sftlab.errors import ConfigError
 
