@@ -147,3 +147,31 @@ def test_cli_hygiene_counts_reach_the_stats_file(cli, tmp_path):
     assert stats["hygiene"].get("split_part", 0) > 0 and stats["config"]["hygiene"] == list(H.HYGIENE_RULES)
     assert stats["written"] == 80 - stats["hygiene_dropped"] == len(out.read_text(encoding="utf-8").splitlines())
     assert "dropped by hygiene: " in p.stdout and "by hygiene" in p.stdout
+
+
+def test_report_data_section_gives_hygiene_counts_and_switches(real):
+    from sftlab.experiment.typesplit import TypeSplit
+    from sftlab.report.data import _augment_blocks, constraints_sentence
+
+    ids = [cid for cid in real][:120]
+    cfg = A.AugmentConfig(hygiene="all", binding=True, phrasing="v2", own_types=True, seed=1)
+    _, stats = A.augment_conversations([real[c] for c in ids], cfg, ids=ids)
+    aug = {"config": cfg.to_dict(), **stats.to_dict()}
+    split = TypeSplit(tuple(cfg.active_types()), ())
+    blocks = _augment_blocks(aug, split)
+    lines = blocks[0].items
+    hyg = next(x for x in lines if x.startswith("Hygiene ("))
+    assert f"{stats.hygiene_dropped} conversations dropped" in hyg
+    for rule, n in stats.hygiene.items():
+        assert f"{rule} {n} ({H.REASONS[rule]})" in hyg
+    assert "Construction switches on: own_types, binding, phrasing v2." in lines
+    sentence = constraints_sentence(split, {"augment": aug})
+    assert " IFEval and " in sentence and "sftlab's own types by sftlab's checkers" in sentence
+    # The demo's settings: no hygiene line, no switches line, the sentence as it always read.
+    plain_cfg = A.AugmentConfig(seed=1)
+    _, st = A.augment_conversations([real[c] for c in ids[:20]], plain_cfg, ids=ids[:20])
+    old = {"config": plain_cfg.to_dict(), **st.to_dict()}
+    items = _augment_blocks(old, TypeSplit(tuple(plain_cfg.active_types()), ()))[0].items
+    assert not any(x.startswith(("Hygiene (", "Construction switches")) for x in items)
+    assert " IFEval instruction types (of " in constraints_sentence(TypeSplit(tuple(plain_cfg.active_types()), ()),
+                                                                    {"augment": old})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sftlab.augment.checkers import PREFIX as OWN_PREFIX
 from sftlab.augment.hygiene import REASONS
 from sftlab.augment.stats import DROP_OVERLAP, describe_hygiene
 from sftlab.data import describe_data
@@ -60,12 +61,15 @@ def constraints_sentence(split: TypeSplit | None, stats: dict[str, Any] | None) 
     if not aug.get("augmented"):
         return ("The training data holds no added IFEval-style constraints: the config has an `augment:` block, "
                 f"but none of the {_count(aug.get('written'))} conversations received instructions. {held}")
-    n_types = sum(1 for row in (aug.get("types") or {}).values() if row.get("emitted"))
+    emitted = [iid for iid, row in (aug.get("types") or {}).items() if row.get("emitted")]
+    n_own = sum(iid.startswith(OWN_PREFIX) for iid in emitted)
+    n_types = f"{len(emitted) - n_own} IFEval and {n_own} sftlab" if n_own else f"{len(emitted)} IFEval"
     text = (f"The training data holds IFEval-style constraints: {_count(aug['augmented'])} of the "
             f"{_count(aug.get('written'))} conversations augmentation wrote carry "
-            f"{_range(aug.get('instructions_per_example') or {})} verifiable instructions of {n_types} IFEval "
-            f"instruction types (of {len(split.trained)} drawn from), each checked by the IFEval scorer; "
-            f"{_count(aug.get('plain'))} stayed plain. {held}")
+            f"{_range(aug.get('instructions_per_example') or {})} verifiable instructions of {n_types} "
+            f"instruction types (of {len(split.trained)} drawn from), each checked by the IFEval scorer"
+            + (" (sftlab's own types by sftlab's checkers)" if n_own else "")
+            + f"; {_count(aug.get('plain'))} stayed plain. {held}")
     if aug.get("kept_augmented") is not None:
         text += (f" After preprocessing (over-long or empty conversations dropped) the training data holds "
                  f"{_count(aug['kept_augmented'])} augmented and {_count(aug.get('kept_plain'))} plain conversations.")
