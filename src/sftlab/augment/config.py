@@ -12,6 +12,7 @@ from typing import Any
 
 from sftlab.augment.catalogue import ALL_TYPES, CATALOGUE, LEFT_OUT, OWN_CATALOGUE
 from sftlab.augment.hygiene import HYGIENE_RULES
+from sftlab.augment.phrasing import PHRASINGS
 from sftlab.errors import ConfigError, suggest
 
 AUGMENT_VERSION = 1
@@ -189,9 +190,6 @@ def check_reply_max_new_tokens(n: Any) -> None:
 
 REPLY_SOURCES = ("dataset", "model")
 """``replies``: keep the dataset's replies, or let the model answer the prompts itself (:mod:`sftlab.augment.replies`)."""
-
-PHRASINGS = ("v1", "v2")
-"""``phrasing``: the original wording (after the request, 3-4 per type) or issue #24's (:mod:`sftlab.augment.phrasing`)."""
 
 NEW_SWITCH_DEFAULTS: dict[str, Any] = {"hygiene": [], "preserve_content": False, "phrasing": "v1",
                                        "own_types": False, "binding": False}

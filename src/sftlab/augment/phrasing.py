@@ -17,6 +17,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+PHRASINGS = ("v1", "v2")
+"""``phrasing``: the original wording (after the request, 3-4 per type) or this module's."""
+
 CLAUSES: dict[str, tuple[str, ...]] = {
     # -- IFEval's types, in sftlab's words
     "keywords:existence": (

@@ -46,6 +46,9 @@ def _one_line_error(message: str) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sftlab.augment.hygiene import HYGIENE_RULES
+    from sftlab.augment.phrasing import PHRASINGS
+
     p.error = _one_line_error  # type: ignore[method-assign]
     p.add_argument("--data", required=True, metavar="SOURCE",
                    help="JSON/JSONL file, a directory of them, 'sharegpt' (bundled ShareGPT V3) or a hub dataset id")
@@ -83,11 +86,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "to help.\"): they restate the request, against its own constraints")
     p.add_argument("--hygiene", default=None, metavar="RULE,...",
                    help="drop, and count, conversations not worth learning from: all, or any of "
-                        "invisible_empty, cut_off, error_artifact, split_part, continuation, duplicate_prompt")
+                        + ", ".join(HYGIENE_RULES))
     p.add_argument("--preserve-content", action="store_true",
                    help="transforms keep code, URLs, identifiers, formulas, links and headings intact, or are "
                         "skipped and counted")
-    p.add_argument("--phrasing", choices=("v1", "v2"), default="v1",
+    p.add_argument("--phrasing", choices=PHRASINGS, default=PHRASINGS[0],
                    help="v1: the original wording after the request; v2: 8+ phrasings per type, terse or polite, "
                         "before or after the request or as a system message (default v1)")
     p.add_argument("--own-types", action="store_true",
