@@ -95,7 +95,14 @@ _LEAD = re.compile(
     r"i (?:want|need) (?:to\s+)?|help me(?: to)?\s+|let'?s\s+)?(?:please\s+)?"
     r"(?:write|create|generate|give me|give|tell me about|tell me|explain(?: to me)?|describe|summari[sz]e|draft|"
     r"compose|make|list|provide|suggest|show me|design|plan|outline|compare|recommend|propose|prepare|build|"
-    r"develop)\s+(?:me\s+|us\s+)?", re.IGNORECASE)
+    r"develop|translate|rewrite|summari[sz]e|analy[sz]e|review|convert|implement|teach me|help me with|find)\s+"
+    r"(?:me\s+|us\s+)?", re.IGNORECASE)
+_ASKS = re.compile(r"^(?:why|how|what|when|where|which|who)\b", re.IGNORECASE)
+_NOT_A_TITLE = re.compile(r"^(?:hi|hello|hey|thanks|thank you|ok|okay|yes|no|act as|you are|i am|i'm|i have|i had|"
+                          r"my|we|it|this|that|there|here|continue|please|you|your|lemme|let me|is it|are you|do you|"
+                          r"can i|and|or|but|so|then|web search|paper)\b", re.IGNORECASE)
+_DANGLING_END = re.compile(r"\b(?:was|were|is|are|of|to|the|a|an|would|could|in|on|for|with|and|or|this|these|that|"
+                           r"following|below|above|me|my|it)$", re.IGNORECASE)
 _QUESTION = re.compile(r"^(?:what|who|which)\s+(?:is|are|was|were)\s+(?:the\s+|a\s+|an\s+)?", re.IGNORECASE)
 _HOW = re.compile(r"^how\s+(?:do|can|should|could|would)\s+(?:i|we|you|one)\s+", re.IGNORECASE)
 _SMALL = frozenset("a an the and or of for to in on at by with from about vs as".split())
@@ -118,10 +125,14 @@ def subject_phrase(prompt: str) -> str:
         phrase = first[q.end():]
     elif (h := _HOW.match(first)):
         phrase = "how to " + first[h.end():]
+    elif len(first.split()) <= 8 and (_ASKS.match(first) or not _NOT_A_TITLE.match(first)):
+        phrase = first  # "Why is the sky blue", "Java foreach loop": the request is its own subject
     else:
         raise Skip("no subject phrase for a title")
     phrase = re.split(r",|\s+(?:and then|so that|because|which|that will|in order to)\s+", phrase, maxsplit=1)[0]
     words = phrase.strip().strip("\"'").split()
+    if words and (_DANGLING_END.search(words[-1]) or _NOT_A_TITLE.match(phrase.strip()) or not words[0][:1].isalpha()):
+        raise Skip("no subject phrase for a title")
     if not 2 <= len(words) <= _MAX_TITLE_WORDS or not all(re.match(r"^[\w'’\-+#&/]+$", w) for w in words):
         raise Skip("no subject phrase for a title")
     return " ".join(words)

@@ -165,23 +165,48 @@ def _plain_text(job: Job) -> Result:
     return text, {}
 
 
-def _first_sentence(text: str, max_words: int = 30) -> str:
+_NOT_PROSE = re.compile(r"^\s*(?:#|\||```|~~~|<<|>|[-*+•]\s|\d+[.)]\s|subject\b|dear\b|to\b:|tl;dr|section\s*\d|"
+                        r"p\.s|\[|\*\*[^*]+\*\*\s*$)", re.IGNORECASE)
+_SIGN_OFF = re.compile(r"^\s*(?:sincerely|best(?: regards)?|kind regards|regards|yours|cheers|thanks|thank you)\b[^\n]{0,20}$",
+                       re.IGNORECASE | re.MULTILINE)
+
+
+def opening_sentences(text: str, max_words: int = 30) -> list[str]:
+    """The first sentence of each prose paragraph (not a heading, list, table, code, salutation or
+    subject line), when it is a whole sentence of 4 to ``max_words`` words: what a summary may reuse."""
     from lm_eval.tasks.ifeval import instructions_util
 
-    prose = [p for p in paragraphs(text) if not p.lstrip().startswith(("#", "|", "```", "<<", ">"))]
-    if not prose:
-        raise Skip("no prose sentence")
-    sents = instructions_util.split_into_sentences(prose[0].replace("\n", " "))
-    first = sents[0].strip() if sents else ""
-    if not 3 <= len(first.split()) <= max_words or first.endswith(":"):
+    out = []
+    for p in paragraphs(text):
+        if _NOT_PROSE.match(p) or "\n" in p.strip() and p.strip().split("\n")[0].rstrip().endswith(":"):
+            continue
+        sents = instructions_util.split_into_sentences(p.replace("\n", " "))
+        first = sents[0].strip() if sents else ""
+        if 4 <= len(first.split()) <= max_words and first[-1:] in ".!?" and first[:1].isupper():
+            out.append(first)
+    return out
+
+
+def _first_sentence(job: Job) -> str:
+    """The reply's opening sentence, read on the reply as written (not on a title or a repeated request)."""
+    if _SIGN_OFF.search(job.original):
+        raise Skip("reply is a letter: nothing goes after its sign-off")
+    sents = opening_sentences(job.original)
+    if not sents:
         raise Skip("no short opening sentence")
-    return first
+    return sents[0]
+
+
+def _lower_first(sentence: str) -> str:
+    w = sentence.split(" ", 1)
+    keep = w[0] == "I" or any(c.isupper() for c in w[0][1:])
+    return sentence if keep else sentence[:1].lower() + sentence[1:]
 
 
 def _tldr(job: Job) -> Result:
     if len(paragraphs(job.reply)) < 2:
         raise Skip("reply too short for a TL;DR")
-    summary = _first_sentence(job.reply)
+    summary = _first_sentence(job)
     return f"TL;DR: {summary}\n\n{job.reply.strip()}", {}
 
 
@@ -194,6 +219,8 @@ _FOLLOW_UPS = ("Would you like me to go into more detail on {s}?", "Should I exp
 def _ends_with_question(job: Job) -> Result:
     if job.reply.rstrip().endswith("?"):
         return job.reply, {}
+    if _SIGN_OFF.search(job.original):
+        raise Skip("reply is a letter: nothing goes after its sign-off")
     try:
         subject = subject_phrase(job.prompt)
     except Skip:
@@ -214,15 +241,9 @@ _TAKEAWAY_HEADINGS = ("Key takeaways", "In brief", "Main points", "Summary", "To
 
 
 def _takeaways(job: Job) -> Result:
-    from lm_eval.tasks.ifeval import instructions_util
-
-    prose = [p for p in paragraphs(job.reply) if not p.lstrip().startswith(("#", "|", "```", "-", "*", ">"))
-             and not re.match(r"^\d+[.)]", p.lstrip())]
-    points = []
-    for p in prose:
-        sents = instructions_util.split_into_sentences(p.replace("\n", " "))
-        if sents and 4 <= len(sents[0].split()) <= 25 and not sents[0].rstrip().endswith(":"):
-            points.append(sents[0].strip())
+    if _SIGN_OFF.search(job.original):
+        raise Skip("reply is a letter: nothing goes after its sign-off")
+    points = opening_sentences(job.original, max_words=25)
     if len(points) < 2:
         raise Skip("fewer than two points to take away")
     n = job.rng.randint(2, min(4, len(points)))
@@ -245,8 +266,8 @@ def _closing_paragraph(job: Job) -> Result:
     if not job.on(BINDING):
         raise Skip("last paragraph does not open with a closing phrase")
     opener = job.rng.choice(_CLOSERS)
-    summary = _first_sentence(job.reply)
-    return f"{job.reply.rstrip()}\n\n{opener}: {summary[:1].lower() + summary[1:]}", {"opener": opener}
+    summary = _first_sentence(job)
+    return f"{job.reply.rstrip()}\n\n{opener}: {_lower_first(summary)}", {"opener": opener}
 
 
 OWN_ENTRIES: tuple[Entry, ...] = (

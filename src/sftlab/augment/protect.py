@@ -19,9 +19,9 @@ _URL = re.compile(r"(?:https?://|ftp://|www\.)[^\s<>()\[\]\"'`]+|<https?://[^>\s
 _LINK = re.compile(r"\[[^\]\n]*\]\([^)\s]+\)")
 _LATEX = re.compile(r"\$\$.+?\$\$|\$[^$\n]+\$|\\\(.+?\\\)|\\\[.+?\\\]", re.DOTALL)
 # Identifiers: camelCase/PascalCase with an inner capital, snake_case, dotted calls, words with digits
-# (H2O, utf8), ALL-CAPS acronyms of 2+ letters (API, JSON: lowercasing changes their meaning too).
+# (H2O, utf8). Acronyms (AI, API) are prose: "all lowercase" means them too, and "ai" still reads.
 _IDENT = re.compile(r"\b(?:[A-Za-z]+[a-z][A-Z]\w*|[A-Z]{2,}[a-z]+[A-Z]\w*|\w*_\w+|\w+(?:\.\w+)+\(?\)?|"
-                    r"[A-Za-z]+\d\w*|\d+[A-Za-z]\w*|[A-Z]{2,}s?)\b")
+                    r"[A-Za-z]+\d\w*|\d+[A-Za-z]\w*)\b")
 # Formulas: a run of non-space text holding an operator or a Greek/math letter, with its neighbours
 # when they are joined by operators ("f = (γ / 2π)").
 _MATH_CHARS = "=<>≤≥≠≈±×÷∑∏∫√∞∂∆∇πΠαβγδεθλμσφωΩΣΓΔ^"

@@ -443,6 +443,22 @@ def _substitute_keeping(pattern: re.Pattern[str], slot: str, text: str, prompt: 
     return pattern.sub(sub, text), made
 
 
+def _key_terms(job: Job) -> list[tuple[int, str, str, str]]:
+    out, taken = [], set()
+    rows = [(i, line) for i, line, code in _outside_code_lines(job.reply)
+            if not code and "*" not in line and line.count("|") < 2]  # table cells are data
+    for word in _content_words(job.prompt)[:20]:
+        for i, line in rows:
+            m = re.search(r"\b" + re.escape(word) + r"\b", line, flags=re.IGNORECASE)
+            if m and i not in taken and m.start() > 0 and not overlaps(link_and_code_spans(line), m.start(), m.end()):
+                out.append((i, line[:m.start()], m.group(0), line[m.end():]))
+                taken.add(i)
+                break
+        if len(out) >= 4:
+            break
+    return out
+
+
 def _highlights_preserving(job: Job) -> Result:
     """Highlights that never touch code or a URL: existing emphasis counted outside them, new bold
     only on a label or a short opening sentence that no protected span overlaps."""
@@ -454,7 +470,7 @@ def _highlights_preserving(job: Job) -> Result:
     for i, line, code in _outside_code_lines(job.reply):
         m = _LINE_PREFIX.match(line)
         body = m.group(2) if m else ""
-        if code or "*" in line or len(body.split()) < 2:
+        if code or "*" in line or line.count("|") >= 2 or len(body.split()) < 2:
             continue
         label = re.match(r"([^.!?:]{2,60}):\s", body)
         span = label.group(1) if label and len(label.group(1).split()) <= 6 else \
@@ -465,6 +481,8 @@ def _highlights_preserving(job: Job) -> Result:
         if overlaps(link_and_code_spans(line), start, start + len(span)):
             continue
         cands.append((i, m.group(1), span, body[len(span):]))
+    if not cands:  # else a term of the request, bolded where the reply first uses it in prose
+        cands = _key_terms(job)
     if not cands:
         raise Skip("no line to highlight outside code and links")
     n = min(len(cands), job.rng.choice((1, 2, 2, 3, 3, 4)))
