@@ -134,6 +134,7 @@ def test_conflicting_own_types_are_never_drawn_together():
     conflict = A.conflicts()
     assert "sftlab:tldr_first" in conflict["detectable_format:title"]
     assert "sftlab:ends_with_question" in conflict["sftlab:no_questions"]
+    assert "combination:two_responses" in conflict["sftlab:plain_text"]  # removing ** would eat the ******
     pool = list(A.ALL_TYPES)
     for seed in range(300):
         from sftlab.augment.pipeline import _draw_types
@@ -143,8 +144,10 @@ def test_conflicting_own_types_are_never_drawn_together():
 
 
 def test_mixed_ifeval_and_own_examples_pass_both_scorers(convs):
-    cfg = A.AugmentConfig(own_types=True, seed=3)
-    records, stats = A.augment_conversations(convs[:60], cfg)
+    cfg = A.AugmentConfig(own_types=True, preserve_content=True, binding=True, phrasing="v2", seed=3)
+    records, stats = A.augment_conversations(convs, cfg)
+    # Exact by construction with every switch on: no instruction is ever rejected by its checker.
+    assert not any(A.DROP_FAILED_CHECK in row["dropped"] for row in stats.types.values()), stats.types
     mixed = [r for r in records if "augment" in r and len({i.startswith("sftlab:") for i in
                                                            r["augment"]["instruction_id_list"]}) == 2]
     assert mixed
