@@ -79,6 +79,7 @@ def _code_language(job: Job) -> Result:
 
 
 _BOLD_LINE = re.compile(r"^\*\*([^*\n]{2,60})\*\*:?\s*$")
+_LABEL_LINE = re.compile(r"^([A-Z][^.!?:*#|\n]{1,50}):$")
 
 
 def _headings(job: Job) -> Result:
@@ -86,11 +87,16 @@ def _headings(job: Job) -> Result:
     if n:
         return job.reply, {"num_headings": n}
     lines = job.reply.split("\n")
-    rows = [i for i, x in enumerate(lines) if _BOLD_LINE.match(x.strip())]
-    if len(rows) < 2 or has_code(job.reply):
+    if has_code(job.reply):
         raise Skip("no headings and no bold lines to turn into headings")
-    for i in rows:
-        lines[i] = "## " + _BOLD_LINE.match(lines[i].strip()).group(1).strip().rstrip(":")
+    # A line that is only a bold phrase, or a short capitalised label ending in a colon ("Pros:"),
+    # followed by content: a heading in all but markup.
+    rows = [(i, m.group(1)) for i, x in enumerate(lines) if (m := _BOLD_LINE.match(x.strip()) or
+            _LABEL_LINE.match(x.strip())) and i + 1 < len(lines) and any(y.strip() for y in lines[i + 1:i + 3])]
+    if len(rows) < 2:
+        raise Skip("no headings and no bold lines to turn into headings")
+    for i, label in rows:
+        lines[i] = "## " + label.strip().rstrip(":")
     return "\n".join(lines), {"num_headings": len(rows)}
 
 
