@@ -27,6 +27,12 @@ are never drawn together. Whatever the construction, every emitted example is re
 checkers, kwargs as given), in strict mode; an example that fails is dropped and counted, so
 nothing unverified is ever written.
 
+Beyond IFEval (issue #24, each a switch of :class:`~sftlab.augment.config.AugmentConfig`, off by
+default): hygiene rules drop conversations not worth learning from; ``preserve_content`` keeps code,
+tables, URLs and headings intact or skips; ``binding`` makes constraints constrain; ``phrasing: v2``
+words instructions far from IFEval's, in varied places; ``own_types`` adds sftlab's own ``sftlab:*``
+constraint types, verified by :mod:`sftlab.augment.checkers` (none of them an IFBench type).
+
 Decontamination: a conversation whose user (or system) text shares an ``ngram``-word sequence
 (default 8, as Tulu 3) with any IFEval prompt is dropped, and so is an augmented prompt whose added
 wording would; words are lowercased and punctuation is ignored.
