@@ -121,6 +121,7 @@ def test_each_rule_is_a_switch_and_counted(real, rule):
     convs = [real[c] for c in ids]
     off, s_off = A.augment_conversations(convs, A.AugmentConfig(ratio=0.0), ids=ids)
     assert len(off) == len(ids) and not s_off.hygiene
+    assert "hygiene" not in s_off.to_dict() and "hygiene_dropped" not in s_off.to_dict()  # stats as before
     on, s_on = A.augment_conversations(convs, A.AugmentConfig(ratio=0.0, hygiene=[rule]), ids=ids)
     assert [r["id"] for r in on] == [keep]
     assert s_on.hygiene == {rule: len(hits)} and s_on.to_dict()["hygiene_dropped"] == len(hits)

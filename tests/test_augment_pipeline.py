@@ -194,7 +194,7 @@ def test_preprocess_with_every_new_switch_on(tokenizer, tokenizer_dir, sharegpt_
                 num_proc=1)
     res = preprocess(PreprocessConfig(**base, augment=V2_BLOCK), tmp_path, tokenizer=tokenizer, progress=False)
     st = res.stats["augment"]
-    assert st["config"]["phrasing"] == "v2" and st["written"] == st["conversations_in"] - st["hygiene_dropped"]
+    assert st["config"]["phrasing"] == "v2" and st["written"] == st["conversations_in"] - st.get("hygiene_dropped", 0)
     loaded = load_conversations(str(sharegpt_file))
     records, _ = augment_conversations(loaded.conversations, AugmentConfig.from_dict(V2_BLOCK), ids=loaded.ids)
     by_id = {r["id"]: r for r in records}

@@ -63,8 +63,11 @@ class AugmentStats:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["plain"] = self.plain
-        d["hygiene"] = dict(sorted(self.hygiene.items(), key=lambda kv: (-kv[1], kv[0])))
-        d["hygiene_dropped"] = self.hygiene_dropped
+        if self.hygiene:  # absent when nothing was dropped: the stats of runs without hygiene read as before
+            d["hygiene"] = dict(sorted(self.hygiene.items(), key=lambda kv: (-kv[1], kv[0])))
+            d["hygiene_dropped"] = self.hygiene_dropped
+        else:
+            del d["hygiene"]
         d["instructions_per_example"] = {str(k): v for k, v in sorted(self.instructions_per_example.items())}
         d["types"] = {k: {**v, "dropped": dict(sorted(v["dropped"].items(), key=lambda kv: -kv[1]))}
                       for k, v in sorted(self.types.items())}
