@@ -13,7 +13,7 @@ from typing import Any
 from sftlab.augment.catalogue import ALL_TYPES, CATALOGUE, LEFT_OUT, OWN_CATALOGUE
 from sftlab.augment.hygiene import HYGIENE_RULES
 from sftlab.augment.phrasing import PHRASINGS
-from sftlab.errors import ConfigError, suggest
+from sftlab.errors import ConfigError, check_choice, suggest
 
 AUGMENT_VERSION = 1
 """Bumped whenever the catalogue or the construction changes, so cached augmented data is rebuilt."""
@@ -75,8 +75,10 @@ class AugmentConfig:
         if isinstance(self.holdout_types, str):
             self.holdout_types = [t for t in self.holdout_types.split(",") if t.strip()]
         self.holdout_types = list(self.holdout_types or [])
-        if not isinstance(self.max_instructions, int) or not 1 <= self.max_instructions <= 3:
-            raise ConfigError(f"augment max_instructions must be 1, 2 or 3, got {self.max_instructions!r}")
+        if not isinstance(self.max_instructions, int) or self.max_instructions not in INSTRUCTION_COUNTS:
+            *most, last = INSTRUCTION_COUNTS
+            raise ConfigError(f"augment max_instructions must be {', '.join(map(str, most))} or {last}, "
+                              f"got {self.max_instructions!r}")
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0.0 <= self.ratio <= 1.0:
             raise ConfigError(f"augment ratio must be a number from 0 to 1 (fraction augmented), got {self.ratio!r}")
         if not isinstance(self.ngram, int) or isinstance(self.ngram, bool) or self.ngram < 3:
@@ -87,10 +89,8 @@ class AugmentConfig:
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"augment {flag} must be true or false, got {getattr(self, flag)!r}")
         self.hygiene = resolve_hygiene(self.hygiene)
-        if self.phrasing not in PHRASINGS:
-            raise ConfigError(f"augment phrasing must be one of {', '.join(PHRASINGS)}, got {self.phrasing!r}")
-        if self.replies not in REPLY_SOURCES:
-            raise ConfigError(f"augment replies must be one of {', '.join(REPLY_SOURCES)}, got {self.replies!r}")
+        check_choice("augment phrasing", self.phrasing, PHRASINGS)
+        check_choice("augment replies", self.replies, REPLY_SOURCES)
         check_reply_max_new_tokens(self.reply_max_new_tokens)
         # Validate names now: a typo must fail before any work is done.
         self.active_types()
@@ -212,6 +212,8 @@ def resolve_hygiene(value: Any) -> list[str]:
                               f"(rules: {', '.join(HYGIENE_RULES)}, or all)")
     return [r for r in HYGIENE_RULES if r in names]
 
+INSTRUCTION_COUNTS = (1, 2, 3)
+"""How many instructions one conversation may get: ``max_instructions`` (``sftlab augment --max-instructions``)."""
 
 KINDS = ("transform", "relabel")
 """Names ``type_weights`` accepts besides instruction types: every entry of that kind."""
