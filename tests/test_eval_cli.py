@@ -153,7 +153,8 @@ def test_eval_settings_accept_dtype_and_auto_batch():
     assert s.fingerprint()["dtype"] == "bfloat16" and EvalSettings.from_dict({}).fingerprint()["dtype"] == "auto"
     assert EvalSettings.from_dict({"batch_size": 8}).generation_config().batch_size == 8
     with pytest.raises(ConfigError, match=r"eval\.dtype"):
-        EvalSettings.from_dict({"dtype": "int8"})
+        EvalSettings.from_dict({"dtype": "int4"})
+    assert EvalSettings.from_dict({"dtype": "int8"}).fingerprint()["dtype"] == "int8"  # --dtype int8 (CPU)
 
 
 # --------------------------------------------------------------------------- --sample-offset (issue #12)
