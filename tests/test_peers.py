@@ -33,7 +33,9 @@ def _cli_error(capsys, *args: str) -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_print_memory(monkeypatch):
-    monkeypatch.setattr(aliases, "_printed", set())
+    from sftlab.train.peers import base
+
+    monkeypatch.setattr(base, "_printed", set())
 
 
 @pytest.mark.parametrize("raw, want", [
@@ -45,12 +47,12 @@ def _fresh_print_memory(monkeypatch):
     ({"base_model": "org/m"}, {"model": "org/m"}),
     ({"dataset_name": "org/d"}, {"data": "org/d"}),
     ({"dataset_name": "org/d", "dataset_config": "en", "dataset_train_split": "train"},
-     {"data": {"path": "org/d", "name": "en", "split": "train"}}),
+     {"data": [{"path": "org/d", "name": "en", "split": "train"}]}),
     ({"dataset_num_proc": 4, "chat_template_path": "t.jinja"}, {"num_proc": 4, "chat_template": "t.jinja"}),
     ({"torch_dtype": "bfloat16"}, {"dtype": "bf16"}),
     ({"dtype": "float32"}, {"dtype": "fp32"}),
     ({"datasets": [{"path": "a.jsonl", "type": "chat_template", "field_messages": "msgs"}]},
-     {"data": {"path": "a.jsonl", "format": "messages", "columns": {"messages": "msgs"}}}),
+     {"data": [{"path": "a.jsonl", "format": "messages", "columns": {"messages": "msgs"}}]}),
     ({"datasets": [{"path": "org/a", "type": "sharegpt", "split": "train", "name": "en", "ds_type": "json"},
                    {"path": "org/b", "type": "alpaca"}]},
      {"data": [{"path": "org/a", "format": "sharegpt", "split": "train", "name": "en"},
