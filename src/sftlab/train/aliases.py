@@ -152,7 +152,7 @@ def resolve_aliases(raw: dict[str, Any], known: Collection[str] | None = None) -
             out[key] = _own_value(key, value)
         elif entry.kind == "refused":
             if is_off(value, entry.off):
-                say_once(f"`{key}: {show(value)}` accepted: it asks for nothing ({entry.refused})")
+                say_once(f"`{key}: {show(value)}` accepted: it turns nothing on (sftlab: {entry.refused})")
             else:
                 refused.append(f"`{key}` ({entry.source}): {entry.refused}")
         elif entry.kind == "noted":

@@ -257,9 +257,14 @@ def prepare(raw: dict[str, Any]) -> dict[str, Any]:
     pad = out.pop("pad_to_sequence_len", None)
     if pad and not out.get("sample_packing") and not out.get("packing"):
         _set(out, "padding", "max_length", "pad_to_sequence_len: true")
+    elif pad is not None:
+        base.say_once(f"`pad_to_sequence_len: {base.show(pad)}` accepted: {P.keys['pad_to_sequence_len'].note}")
     for key, impl in (("flash_attention", "flash_attention_2"), ("sdp_attention", "sdpa")):
-        if out.pop(key, None):
-            _set(out, "attn_implementation", impl, f"{key}: true")
+        if key in out:
+            if out.pop(key):
+                _set(out, "attn_implementation", impl, f"{key}: true")
+            else:
+                base.say_once(f"`{key}: false` accepted: the model's default attention")
     if out.get("chat_template") == "tokenizer_default":  # Axolotl's name for the model's own template
         out.pop("chat_template")
         _set(out, "chat_template", "tokenizer", "chat_template: tokenizer_default")

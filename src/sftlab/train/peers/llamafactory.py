@@ -107,8 +107,9 @@ def prepare(raw: dict[str, Any]) -> dict[str, Any]:
         for key in ("stage", "do_train", "finetuning_type"):
             if key in out:
                 P.keys[key].check(out[key])
-        out.pop("stage")
-        out.pop("do_train", None)
+        for key in ("stage", "do_train"):
+            if key in out:
+                base.say_once(f"`{key}: {base.show(out.pop(key))}` accepted: {P.keys[key].note}")
         _lora(out)
         if "val_size" not in out and "eval_fraction" not in out and "eval_data" not in out:
             _set(out, "eval_fraction", 0.0, "val_size: 0 (LLaMA-Factory's default)")
