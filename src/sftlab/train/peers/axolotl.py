@@ -54,12 +54,12 @@ P.refuse("lora_fan_in_fan_out", "sftlab's LoRA is for nn.Linear layers (fan_in_f
 P.refuse("peft_use_dora", "sftlab's LoRA is plain LoRA, not DoRA", off=(None, False))
 P.refuse("peft_use_rslora", "sftlab's LoRA scales by alpha/r (plain LoRA)", off=(None, False))
 P.noted("wandb_project", "report_to: wandb, with WANDB_PROJECT set (empty: no wandb)")
-P.noted("wandb_entity", "WANDB_ENTITY")
-P.noted("wandb_watch", "WANDB_WATCH")
-P.noted("wandb_name", "run_name")
-P.noted("wandb_run_id", "WANDB_RUN_ID")
-P.noted("wandb_log_model", "WANDB_LOG_MODEL")
-P.noted("wandb_mode", "WANDB_MODE")
+P.noted("wandb_entity", "read as the environment's WANDB_ENTITY for wandb")
+P.noted("wandb_watch", "read as the environment's WANDB_WATCH for wandb")
+P.noted("wandb_name", "read as run_name (the wandb run's name)")
+P.noted("wandb_run_id", "read as the environment's WANDB_RUN_ID for wandb")
+P.noted("wandb_log_model", "read as the environment's WANDB_LOG_MODEL for wandb")
+P.noted("wandb_mode", "read as the environment's WANDB_MODE for wandb")
 P.alias("micro_batch_size", "per_device_train_batch_size")
 P.alias("num_epochs", "num_train_epochs")
 P.alias("optimizer", "optim")
@@ -89,6 +89,7 @@ P.refuse("plugins", "sftlab has no plugins", off=(None, []))
 P.refuse("debug", "sftlab prints its preprocessing statistics on every run", off=(None, False))
 for _k in ("liger_rope", "liger_rms_norm", "liger_glu_activation", "liger_fused_linear_cross_entropy"):
     P.refuse(_k, "sftlab has no Liger kernels", off=(None, False))
+P.noted("save_safetensors", "sftlab always saves safetensors", check=lambda v: _only("save_safetensors", v, (None, True)))
 P.refuse("unfrozen_parameters", "sftlab trains every weight (full) or adapters (LoRA)", off=(None, []))
 
 PROFILE = P
@@ -97,7 +98,7 @@ SAME = ("trust_remote_code", "strict", "output_dir", "gradient_accumulation_step
         "group_by_length", "bf16", "fp16", "tf32", "gradient_checkpointing", "gradient_checkpointing_kwargs",
         "resume_from_checkpoint", "local_rank", "logging_steps", "warmup_steps", "weight_decay", "max_grad_norm",
         "max_steps", "seed", "save_strategy", "save_steps", "eval_steps", "eval_strategy", "save_total_limit",
-        "save_safetensors", "hub_model_id", "hub_strategy", "deepspeed", "fsdp", "fsdp_config", "torch_compile",
+        "hub_model_id", "hub_strategy", "deepspeed", "fsdp", "fsdp_config", "torch_compile",
         "ddp_timeout", "dataloader_num_workers", "dataloader_pin_memory", "train_on_eos", "chat_template")
 
 
