@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from pathlib import Path
 
@@ -155,11 +156,15 @@ def test_bf16_flag_is_read_as_the_dtype():
     assert resolve_aliases({"bf16": True, "dtype": "bf16"}) == {"bf16": True, "dtype": "bf16"}
 
 
-def test_readme_lists_every_refused_key_with_its_reason():
-    from sftlab.train.peers.docs import refused_table
+def test_readme_shows_the_examples_and_lists_every_refused_key_with_its_reason():
+    from sftlab.train.peers.docs import generated
 
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
-    assert refused_table() in readme, "regenerate with: python -m sftlab.train.peers.docs"
+    assert generated(REPO_ROOT) in readme, "regenerate with: python -m sftlab.train.peers.docs"
+    for m in PROFILES.values():
+        for name, key in m.PROFILE.keys.items():
+            if key.kind == "refused":
+                assert f"| `{name}` | {key.refused.replace('|', '/')} |" in readme, name
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,10 +197,10 @@ def _record(out: Path) -> tuple[dict, dict, list[dict]]:
 def test_trl_example_trains_as_written(tmp_path, tiny_model_dir):
     out = tmp_path / "trl"
     _train(PEERS / "trl_sft.yaml", "model_name_or_path", tiny_model_dir, out, "--max_length", "64",
-                  "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1", "--bf16", "true")
+                  "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1", "--bf16", "false")
     summary, saved, rows = _record(out)
     assert summary["padding"] == "packed" and summary["num_train_examples"] < 10  # 10 conversations, packed
-    assert summary["precision"].startswith("bf16") and saved["resolved_dtype"] == "bf16" and saved["bf16"] is True
+    assert summary["precision"] == "fp32" and saved["resolved_dtype"] == "fp32" and saved["bf16"] is False
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"] and adapter["r"] == 8
     assert summary["trainable_params"] == _lora_params(tiny_model_dir, 8, ["q_proj", "v_proj"])
@@ -204,7 +209,7 @@ def test_trl_example_trains_as_written(tmp_path, tiny_model_dir):
     assert lrs.index(max(lrs)) <= 1
     again = ok(run_cli("train", str(PEERS / "trl_sft.yaml"), "--model_name_or_path", str(tiny_model_dir),
                        "--output_dir", str(out), "--max_length", "64", "--per_device_train_batch_size", "1",
-                       "--gradient_accumulation_steps", "1", "--bf16", "true", cwd=REPO_ROOT))
+                       "--gradient_accumulation_steps", "1", "--bf16", "false", cwd=REPO_ROOT))
     assert "already holds this finished run" in again.stdout and "Resuming" not in again.stdout
     assert json.loads((out / "train_summary.json").read_text())["global_step"] == summary["global_step"]
     assert "model_name_or_path" not in saved and saved["model_max_length"] == 64
@@ -222,8 +227,10 @@ def test_axolotl_example_trains_as_written(tmp_path, tiny_model_dir):
     assert summary["padding"] == "packed"
     all_linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert summary["trainable_params"] == _lora_params(tiny_model_dir, 8, all_linear)
-    evals = [r["step"] for r in rows if "eval_loss" in r]
-    assert len(evals) >= 2  # evals_per_epoch: 2
+    evals = sorted({r["step"] for r in rows if "eval_loss" in r})
+    steps = summary["global_step"]
+    every = math.ceil(0.5 * steps)  # evals_per_epoch: 2 of 1 epoch: every half of the steps, and at the end
+    assert saved["eval_steps"] == 0.5 and evals == sorted(set(range(every, steps + 1, every)) | {steps})
     assert saved["optim"] == "adamw_torch" and saved["lr_scheduler_type"] == "cosine"
     assert saved["masking"] == "assistant" and saved["chat_template"] == "tokenizer"
     assert "`datasets: " in proc.stderr and "`wandb_project: null` accepted" in proc.stderr
@@ -234,9 +241,9 @@ def test_llamafactory_example_trains_as_written(tmp_path, tiny_model_dir):
     out = tmp_path / "lf"
     _train(PEERS / "llamafactory_lora_sft.yaml", "model_name_or_path", tiny_model_dir, out, "--cutoff_len", "96")
     summary, saved, _ = _record(out)
-    assert summary["preprocess"]["records_read"] == 9  # max_samples: 5 of each dataset (6 and 4 records)
+    assert summary["preprocess"]["kept"] == 9  # max_samples: 5 of each dataset (6 and 4 records), not 5 in all
     assert summary["num_eval_examples"] == 2  # val_size: 0.2 of 9
-    assert saved["resolved_dtype"] == "bf16"  # bf16: true
+    assert saved["resolved_dtype"] == "bf16" and summary["precision"].startswith("bf16")  # bf16: true, recorded
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 8 and adapter["lora_alpha"] == 16 and adapter["lora_dropout"] == 0.0
     assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
