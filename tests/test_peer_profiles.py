@@ -202,7 +202,8 @@ def test_trl_example_trains_as_written(tmp_path, tiny_model_dir):
     assert summary["padding"] == "packed" and summary["num_train_examples"] < 10  # 10 conversations, packed
     assert summary["precision"] == "fp32" and saved["resolved_dtype"] == "fp32" and saved["bf16"] is False
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
-    assert sorted(adapter["target_modules"]) == ["q_proj", "v_proj"] and adapter["r"] == 8
+    assert sorted({m.rsplit(".", 1)[-1] for m in adapter["target_modules"]}) == ["q_proj", "v_proj"]
+    assert adapter["r"] == 8
     assert summary["trainable_params"] == _lora_params(tiny_model_dir, 8, ["q_proj", "v_proj"])
     lrs = [r["learning_rate"] for r in rows if "loss" in r]
     assert len(lrs) >= 3 and max(lrs) <= 2e-4 and lrs[-1] < 0.5 * max(lrs)  # warmup then cosine to ~0
@@ -219,12 +220,12 @@ def test_trl_example_trains_as_written(tmp_path, tiny_model_dir):
 def test_axolotl_example_trains_as_written(tmp_path, tiny_model_dir):
     out = tmp_path / "axolotl"
     proc = _train(PEERS / "axolotl_lora.yml", "base_model", tiny_model_dir, out, "--sequence_len", "64",
-                  "--micro_batch_size", "1", "--gradient_accumulation_steps", "1")
+                  "--micro_batch_size", "1", "--gradient_accumulation_steps", "1", "--sample_packing", "false")
     summary, saved, rows = _record(out)
     pre = summary["preprocess"]
     assert pre["records_read"] == 10  # chat.jsonl alone: data_files, not the 4 of more_chat.jsonl beside it
-    assert summary["num_eval_examples"] == 2  # val_set_size: 0.2 of 10
-    assert summary["padding"] == "packed"
+    assert summary["num_eval_examples"] == 2 and summary["num_train_examples"] == 8  # val_set_size: 0.2 of 10
+    assert summary["padding"] == "max_length"  # pad_to_sequence_len: true without sample_packing
     all_linear = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     assert summary["trainable_params"] == _lora_params(tiny_model_dir, 8, all_linear)
     evals = sorted({r["step"] for r in rows if "eval_loss" in r})
@@ -241,12 +242,12 @@ def test_llamafactory_example_trains_as_written(tmp_path, tiny_model_dir):
     out = tmp_path / "lf"
     _train(PEERS / "llamafactory_lora_sft.yaml", "model_name_or_path", tiny_model_dir, out, "--cutoff_len", "96")
     summary, saved, _ = _record(out)
-    assert summary["preprocess"]["kept"] == 9  # max_samples: 5 of each dataset (6 and 4 records), not 5 in all
-    assert summary["num_eval_examples"] == 2  # val_size: 0.2 of 9
+    assert summary["preprocess"]["kept"] == 10  # max_samples: 5 of each dataset (6 records each), not 5 in all
+    assert summary["num_eval_examples"] == 2  # val_size: 0.2 of 10
     assert saved["resolved_dtype"] == "bf16" and summary["precision"].startswith("bf16")  # bf16: true, recorded
     adapter = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 8 and adapter["lora_alpha"] == 16 and adapter["lora_dropout"] == 0.0
-    assert set(adapter["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+    assert {m.rsplit(".", 1)[-1] for m in adapter["target_modules"]} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                                               "down_proj"}
 
 

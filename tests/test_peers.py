@@ -165,7 +165,7 @@ def test_trl_recipe_with_lora_and_warmup_ratio_trains(tmp_path, tiny_model_dir):
     for line in ("`warmup_ratio: 0.1` read as `warmup_steps: 0.1`", "`max_length: 256` read as `model_max_length: 256`",
                  "`assistant_only_loss: true` read as `masking: assistant`", "`lora_r: 8` read as `lora.r: 8`"):
         assert proc.stderr.count(line) == 1, proc.stderr
-    assert "`dataset_text_field: text` ignored" in proc.stderr
+    assert "`dataset_text_field: text` accepted: " in proc.stderr
     assert (out / "adapter").is_dir() and (out / "model.safetensors").is_file()
     import yaml
 

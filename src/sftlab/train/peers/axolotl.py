@@ -313,6 +313,8 @@ def _wandb(out: dict[str, Any]) -> None:
         for k, v in values.items():
             if v not in (None, ""):
                 raise ConfigError(f"{k}: {v} without wandb_project: Axolotl logs to wandb only with a project")
+        for k, v in values.items():
+            base.say_once(f"`{k}: {base.show(v)}` accepted: no wandb (Axolotl logs to wandb only with a project)")
         return
     report = out.get("report_to")
     if report not in (None, "wandb", ["wandb"]):
