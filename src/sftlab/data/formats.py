@@ -122,7 +122,7 @@ def conversation_turns(rec: Record, data: dict, fields: tuple[str, ...]) -> tupl
     if isinstance(data.get("text"), str):  # TRL's language-modelling records: say why, not just what
         raise _error(rec, f"record has no {wanted} field but a plain 'text': sftlab trains on conversations "
                      "(messages, sharegpt, alpaca or prompt/completion records), not on plain text "
-                     "(no continued pre-training)", field="text")
+                     "(no continued pre-training)", field=fields[0])
     raise _error(rec, f"record has no {wanted} field", field=fields[0])
 
 
