@@ -120,6 +120,37 @@ def test_what_sftlab_cannot_honour_is_refused_in_one_line(raw, words):
         assert w in str(e.value)
 
 
+def test_deepspeed_configs_are_validated_and_refused_without_the_package(tmp_path):
+    import importlib.util
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_aliases({"deepspeed": str(tmp_path / "none.json")})
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"zero_optimization": {"stage": 4}}')
+    with pytest.raises(ConfigError, match="stage must be 0, 1, 2 or 3"):
+        resolve_aliases({"deepspeed": str(bad)})
+    if importlib.util.find_spec("deepspeed") is None:
+        for cfg in ("deepspeed_zero2.json",):
+            with pytest.raises(ConfigError, match=r"ZeRO-2\) needs the deepspeed package"):
+                resolve_aliases({"deepspeed": str(REPO_ROOT / "configs" / cfg)})
+        with pytest.raises(ConfigError, match=r"ZeRO-3\) needs the deepspeed package"):
+            resolve_aliases({"deepspeed": {"zero_optimization": {"stage": 3}}})
+
+
+def test_a_finished_run_is_extended_only_by_more_steps_or_epochs(tmp_path):
+    from types import SimpleNamespace
+
+    from sftlab.train.checkpoints import finished_run
+
+    (tmp_path / "train_summary.json").write_text(json.dumps({"global_step": 4, "epochs": 1.0}))
+    args = lambda steps, epochs: SimpleNamespace(max_steps=steps, num_train_epochs=epochs)  # noqa: E731
+    assert finished_run(tmp_path, args(4, 3), explicit=None, overwrite=False)["global_step"] == 4
+    assert finished_run(tmp_path, args(-1, 1), explicit=None, overwrite=False) is not None
+    assert finished_run(tmp_path, args(6, 1), explicit=None, overwrite=False) is None  # more steps: continue
+    assert finished_run(tmp_path, args(-1, 2), explicit=None, overwrite=False) is None  # more epochs: continue
+    assert finished_run(tmp_path, args(4, 1), explicit=None, overwrite=True) is None
+
+
 def test_llamafactory_defaults_and_per_dataset_max_samples(tmp_path):
     out = resolve_aliases({"stage": "sft", "dataset": "demo_sharegpt,demo_alpaca", "dataset_dir": str(DATA),
                            "max_samples": 3, "mask_history": True})

@@ -25,6 +25,7 @@ from sftlab.train.peers.base import (
     TORCH_DTYPES,
     PeerKey,
     check_attention,
+    check_deepspeed,
     dtype_value,
     is_off,
     say_once,
@@ -171,6 +172,7 @@ def resolve_aliases(raw: dict[str, Any], known: Collection[str] | None = None) -
         out["lora"] = True
     _precision(out, raw)
     check_attention(out.get("attn_implementation"))
+    check_deepspeed(out.get("deepspeed"))
     return out
 
 

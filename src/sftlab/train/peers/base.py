@@ -172,3 +172,32 @@ def check_attention(value: Any) -> None:
     if pkg is not None and importlib.util.find_spec(pkg) is None:
         raise ConfigError(f"attn_implementation: {value} needs the package {pkg}, which is not installed; "
                           "install it (CUDA only) or use attn_implementation: sdpa (PyTorch's own kernel)")
+
+
+def check_deepspeed(value: Any) -> None:
+    """A DeepSpeed config (TRL/Axolotl/LLaMA-Factory ``deepspeed``, a TrainingArguments field) is read now:
+    a missing or malformed file, an unknown ZeRO stage or an absent ``deepspeed`` package is one line here,
+    not an ImportError once the model is loaded."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    if value in (None, "", False):
+        return
+    if isinstance(value, dict):
+        conf, where = value, "deepspeed"
+    else:
+        path = Path(str(value)).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"deepspeed: {value} does not exist (a DeepSpeed JSON config)")
+        try:
+            conf = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise ConfigError(f"deepspeed: {value} is not valid JSON ({e})") from None
+        where = f"deepspeed: {value}"
+    stage = (conf.get("zero_optimization") or {}).get("stage", 0) if isinstance(conf, dict) else None
+    if stage not in (0, 1, 2, 3):
+        raise ConfigError(f"{where}: zero_optimization.stage must be 0, 1, 2 or 3, got {stage!r}")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"{where} (ZeRO-{stage}) needs the deepspeed package, which is not installed: "
+                          "pip install -e .[deepspeed] on a CUDA machine, or drop deepspeed (DDP, or fsdp)")

@@ -138,4 +138,6 @@ def prepare(raw: dict[str, Any]) -> dict[str, Any]:
             spec["name"] = out["dataset_config"]
         base.say_once(f"`dataset_test_split: {test_split}` read as `eval_data: {base.show(spec)}`")
         out["eval_data"] = [spec]
+    elif test_split is not None:
+        base.say_once(f"`dataset_test_split: {test_split}` accepted: unused with eval_strategy: no, as in TRL")
     return out
