@@ -61,7 +61,7 @@ def _fresh_print_memory(monkeypatch):
     ({"train_on_inputs": False}, {"masking": "assistant"}),
     ({"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "lora_target_modules": ["q_proj"]},
      {"lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj"]}}),
-    ({"use_peft": True}, {"lora": True}),
+    ({"use_peft": True}, {"lora": {"target_modules": ["q_proj", "v_proj"]}}),  # peft's Llama default, as TRL
     ({"adapter": "lora", "lora_r": 4}, {"lora": {"r": 4}}),
     ({"val_set_size": 0.05}, {"eval_fraction": 0.05}),
     ({"micro_batch_size": 2, "num_epochs": 3, "sample_packing": True},

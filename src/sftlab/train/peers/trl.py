@@ -109,9 +109,18 @@ INIT_KWARGS = {"dtype": "dtype", "torch_dtype": "dtype", "attn_implementation": 
                "trust_remote_code": "trust_remote_code"}
 
 
+#: What peft adapts when TRL's ``lora_target_modules`` is unset: its default for Llama-family models.
+PEFT_LLAMA_TARGETS = ["q_proj", "v_proj"]
+
+
 def prepare(raw: dict[str, Any]) -> dict[str, Any]:
-    """The keys that need the rest of the config: ``model_init_kwargs`` and ``dataset_test_split``."""
+    """The keys that need the rest of the config: ``model_init_kwargs``, ``dataset_test_split`` and
+    ``use_peft`` without ``lora_target_modules`` (TRL leaves the modules to peft's default)."""
     out = dict(raw)
+    if out.get("use_peft") is True and "lora_target_modules" not in out and not isinstance(out.get("lora"), dict):
+        base.say_once(f"`use_peft: true` without lora_target_modules: peft's default for Llama-family models, "
+                      f"`lora.target_modules: {base.show(PEFT_LLAMA_TARGETS)}`, as in TRL")
+        out["lora_target_modules"] = list(PEFT_LLAMA_TARGETS)
     kwargs = out.pop("model_init_kwargs", None)
     if kwargs:
         if not isinstance(kwargs, dict):
