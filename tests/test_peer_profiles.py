@@ -225,7 +225,7 @@ def _record(out: Path) -> tuple[dict, dict, list[dict]]:
 
 
 @pytest.mark.integration
-def test_trl_example_trains_as_written(tmp_path, tiny_model_dir):
+def test_trl_example_trains_as_written(tmp_path, tiny_model_dir, capsys, monkeypatch):
     out = tmp_path / "trl"
     _train(PEERS / "trl_sft.yaml", "model_name_or_path", tiny_model_dir, out, "--max_length", "64",
                   "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1", "--bf16", "false")
@@ -239,10 +239,16 @@ def test_trl_example_trains_as_written(tmp_path, tiny_model_dir):
     lrs = [r["learning_rate"] for r in rows if "loss" in r]
     assert len(lrs) >= 3 and max(lrs) <= 2e-4 and lrs[-1] < 0.5 * max(lrs)  # warmup then cosine to ~0
     assert lrs.index(max(lrs)) <= 1
-    again = ok(run_cli("train", str(PEERS / "trl_sft.yaml"), "--model_name_or_path", str(tiny_model_dir),
-                       "--output_dir", str(out), "--max_length", "64", "--per_device_train_batch_size", "1",
-                       "--gradient_accumulation_steps", "1", "--bf16", "false", cwd=REPO_ROOT))
-    assert "already holds this finished run" in again.stdout and "Resuming" not in again.stdout
+    from sftlab.cli import main
+
+    args = ["train", str(PEERS / "trl_sft.yaml"), "--model_name_or_path", str(tiny_model_dir), "--output_dir",
+            str(out), "--max_length", "64", "--per_device_train_batch_size", "1", "--gradient_accumulation_steps",
+            "1", "--bf16", "false"]
+    monkeypatch.chdir(REPO_ROOT)  # the config's data path is relative to the repository, as in README
+    capsys.readouterr()
+    assert main(args) == 0  # the same run again, in this process: nothing to do
+    again = capsys.readouterr()
+    assert "already holds this finished run" in again.out and "Resuming" not in again.out
     assert json.loads((out / "train_summary.json").read_text())["global_step"] == summary["global_step"]
     assert "model_name_or_path" not in saved and saved["model_max_length"] == 64
 
