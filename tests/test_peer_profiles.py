@@ -137,6 +137,16 @@ def test_deepspeed_configs_are_validated_and_refused_without_the_package(tmp_pat
             resolve_aliases({"deepspeed": {"zero_optimization": {"stage": 3}}})
 
 
+def test_fsdp_without_cuda_is_ddp_with_a_note(capsys):
+    torch = pytest.importorskip("torch")
+    raw = {"fsdp": "full_shard auto_wrap", "fsdp_config": {"fsdp_version": 2}, "learning_rate": 1e-4}
+    if torch.cuda.is_available():
+        assert resolve_aliases(raw) == raw
+    else:  # accelerate shards only on GPUs: say so, and record what runs
+        assert resolve_aliases(raw) == {"learning_rate": 1e-4}
+        assert "`fsdp: full_shard auto_wrap` not applied: without CUDA" in capsys.readouterr().err
+
+
 def test_a_finished_run_is_extended_only_by_more_steps_or_epochs(tmp_path):
     from types import SimpleNamespace
 

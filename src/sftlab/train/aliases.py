@@ -27,6 +27,7 @@ from sftlab.train.peers.base import (
     check_attention,
     check_deepspeed,
     dtype_value,
+    fsdp_fallback,
     is_off,
     say_once,
     show,
@@ -173,6 +174,7 @@ def resolve_aliases(raw: dict[str, Any], known: Collection[str] | None = None) -
     _precision(out, raw)
     check_attention(out.get("attn_implementation"))
     check_deepspeed(out.get("deepspeed"))
+    fsdp_fallback(out)
     return out
 
 

@@ -201,3 +201,21 @@ def check_deepspeed(value: Any) -> None:
     if importlib.util.find_spec("deepspeed") is None:
         raise ConfigError(f"{where} (ZeRO-{stage}) needs the deepspeed package, which is not installed: "
                           "pip install -e .[deepspeed] on a CUDA machine, or drop deepspeed (DDP, or fsdp)")
+
+
+def fsdp_fallback(out: dict[str, Any]) -> None:
+    """``fsdp`` / ``fsdp_config`` (Axolotl's keys, TrainingArguments fields) on a machine without CUDA:
+    accelerate shards only on GPUs and would train plain DDP while the saved config said FSDP. sftlab says
+    so and drops the keys, so that ``sftlab_config.yaml`` records what ran (DDP over gloo: the same losses,
+    every process holding the whole model)."""
+    if out.get("fsdp") in (None, "", False, []) and not out.get("fsdp_config"):
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    shown = show(out.get("fsdp"))
+    out.pop("fsdp", None)
+    out.pop("fsdp_config", None)
+    say_once(f"`fsdp: {shown}` not applied: without CUDA accelerate does not shard; the run is DDP over gloo "
+             "(the same losses, every process holding the whole model)")
