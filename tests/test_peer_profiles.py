@@ -85,6 +85,7 @@ def test_refused_keys_are_named_together_with_their_reasons_and_off_values_pass(
     ({"stage": "sft"}, "train_on_promt", "train_on_prompt"),
     ({"model_name_or_path": "m", "use_peft": True}, "packing_stratgy", "packing_strategy"),
     ({"base_model": "m"}, "sequence_lenn", "sequence_len"),
+    ({"base_model": "m", "lora_alpha": 16}, "lora_rnk", "lora_r"),  # not LLaMA-Factory's lora_rank
 ])
 def test_did_you_mean_stays_within_the_peer_and_sftlab(raw, typo, want):
     with pytest.raises(ConfigError, match=f"unknown config key '{typo}'; did you mean '{want}'") as e:

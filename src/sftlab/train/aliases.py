@@ -70,8 +70,10 @@ NOT_SUGGESTED = ("local_rank",)
 
 
 def profiles_of(raw: dict[str, Any]) -> list[str]:
-    """The peers whose own keys ``raw`` uses (none: an sftlab config)."""
-    return [name for name, m in PROFILES.items() if any(isinstance(k, str) and k in m.PROFILE.keys for k in raw)]
+    """The peers whose own keys ``raw`` uses: keys of one profile only (``lora_alpha``, shared by all three,
+    says nothing; ``lora_rank`` says LLaMA-Factory). None: an sftlab config."""
+    owners = {k: [n for n, m in PROFILES.items() if k in m.PROFILE.keys] for k in raw if isinstance(k, str)}
+    return list(dict.fromkeys(names[0] for names in owners.values() if len(names) == 1))
 
 
 def _switch(key: str, value: Any) -> bool:
