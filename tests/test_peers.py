@@ -33,7 +33,9 @@ def _cli_error(capsys, *args: str) -> str:
 
 @pytest.fixture(autouse=True)
 def _fresh_print_memory(monkeypatch):
-    monkeypatch.setattr(aliases, "_printed", set())
+    from sftlab.train.peers import base
+
+    monkeypatch.setattr(base, "_printed", set())
 
 
 @pytest.mark.parametrize("raw, want", [
@@ -45,12 +47,12 @@ def _fresh_print_memory(monkeypatch):
     ({"base_model": "org/m"}, {"model": "org/m"}),
     ({"dataset_name": "org/d"}, {"data": "org/d"}),
     ({"dataset_name": "org/d", "dataset_config": "en", "dataset_train_split": "train"},
-     {"data": {"path": "org/d", "name": "en", "split": "train"}}),
+     {"data": [{"path": "org/d", "name": "en", "split": "train"}]}),
     ({"dataset_num_proc": 4, "chat_template_path": "t.jinja"}, {"num_proc": 4, "chat_template": "t.jinja"}),
     ({"torch_dtype": "bfloat16"}, {"dtype": "bf16"}),
     ({"dtype": "float32"}, {"dtype": "fp32"}),
     ({"datasets": [{"path": "a.jsonl", "type": "chat_template", "field_messages": "msgs"}]},
-     {"data": {"path": "a.jsonl", "format": "messages", "columns": {"messages": "msgs"}}}),
+     {"data": [{"path": "a.jsonl", "format": "messages", "columns": {"messages": "msgs"}}]}),
     ({"datasets": [{"path": "org/a", "type": "sharegpt", "split": "train", "name": "en", "ds_type": "json"},
                    {"path": "org/b", "type": "alpaca"}]},
      {"data": [{"path": "org/a", "format": "sharegpt", "split": "train", "name": "en"},
@@ -59,7 +61,7 @@ def _fresh_print_memory(monkeypatch):
     ({"train_on_inputs": False}, {"masking": "assistant"}),
     ({"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "lora_target_modules": ["q_proj"]},
      {"lora": {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj"]}}),
-    ({"use_peft": True}, {"lora": True}),
+    ({"use_peft": True}, {"lora": {"target_modules": ["q_proj", "v_proj"]}}),  # peft's Llama default, as TRL
     ({"adapter": "lora", "lora_r": 4}, {"lora": {"r": 4}}),
     ({"val_set_size": 0.05}, {"eval_fraction": 0.05}),
     ({"micro_batch_size": 2, "num_epochs": 3, "sample_packing": True},
@@ -163,7 +165,7 @@ def test_trl_recipe_with_lora_and_warmup_ratio_trains(tmp_path, tiny_model_dir):
     for line in ("`warmup_ratio: 0.1` read as `warmup_steps: 0.1`", "`max_length: 256` read as `model_max_length: 256`",
                  "`assistant_only_loss: true` read as `masking: assistant`", "`lora_r: 8` read as `lora.r: 8`"):
         assert proc.stderr.count(line) == 1, proc.stderr
-    assert "`dataset_text_field: text` ignored" in proc.stderr
+    assert "`dataset_text_field: text` accepted: " in proc.stderr
     assert (out / "adapter").is_dir() and (out / "model.safetensors").is_file()
     import yaml
 

@@ -39,13 +39,12 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = list(args.overrides or [])
     if "--help" in overrides or "-h" in overrides or "--keys" in overrides:
-        from sftlab.train.aliases import ALIASES, IGNORED, LORA_SWITCHES
+        from sftlab.train.aliases import KEYS
 
         print("valid config keys:\n  " + "\n  ".join(valid_keys()))
-        print("TRL/Axolotl names read as sftlab keys:\n  "
-              + "\n  ".join(f"{a.name} -> {a.target} ({a.source})" for a in ALIASES.values())
-              + "\n  " + "\n  ".join(f"{k} -> lora on/off" for k in LORA_SWITCHES)
-              + "\n  " + "\n  ".join(f"{k} (ignored)" for k in IGNORED))
+        print("TRL/Axolotl/LLaMA-Factory keys (see README, Coming from TRL / Axolotl / LLaMA-Factory):\n  "
+              + "\n  ".join(f"{k.name} -> {k.target} ({k.source})" if k.kind == "alias"
+                             else f"{k.name} ({k.kind}, {k.source}): {k.refused or k.note}" for k in KEYS.values()))
         return 0
     cfg, training_args = load_config(args.config, overrides)
     train(cfg, training_args)

@@ -11,7 +11,8 @@ TRL's conversational prompt-completion). ``auto`` decides per record: a conversa
 ``columns`` maps sftlab's field names to the record's (``{instruction: question}`` reads the
 instruction from ``question``); a mapped column missing from a record is a one-line error naming
 the file, the record and the column (except for the optional ``input``, ``system``, ``history``
-and ``id``, which may be absent).
+and ``id``, which may be absent). A conversation format reads a mapped ``system`` column
+(``columns: {system: sys}``, LLaMA-Factory's ShareGPT ``system`` column) as the conversation's system turn.
 """
 
 from __future__ import annotations
@@ -118,7 +119,26 @@ def conversation_turns(rec: Record, data: dict, fields: tuple[str, ...]) -> tupl
         if name in data and data[name] is not None:
             return data[name], name
     wanted = " or ".join(f"'{f}'" for f in fields)
+    if isinstance(data.get("text"), str):  # TRL's language-modelling records: say why, not just what
+        raise _error(rec, f"record has no {wanted} field but a plain 'text': sftlab trains on conversations "
+                     "(messages, sharegpt, alpaca or prompt/completion records), not on plain text "
+                     "(no continued pre-training)", field=fields[0])
     raise _error(rec, f"record has no {wanted} field", field=fields[0])
+
+
+def with_system_column(rec: Record, data: dict, turns: Any, columns: dict[str, str] | None) -> Any:
+    """A conversation's turns with the record's mapped ``system`` column as its first turn (LLaMA-Factory's
+    ShareGPT ``system`` column), unless the conversation already starts with a system turn."""
+    if not columns or "system" not in columns or not isinstance(turns, list):
+        return turns
+    system = _text(rec, data, "system", "sharegpt", required=False)
+    if not system:
+        return turns
+    first = turns[0] if turns and isinstance(turns[0], dict) else {}
+    if str(first.get("role", first.get("from", ""))).lower() == "system":
+        return turns
+    key = ("from", "value") if "from" in first else ("role", "content")
+    return [{key[0]: "system", key[1]: system}, *turns]
 
 
 def record_turns(rec: Record, fmt: str, conversation_field: str, columns: dict[str, str] | None = None
@@ -132,9 +152,10 @@ def record_turns(rec: Record, fmt: str, conversation_field: str, columns: dict[s
     if fmt == "prompt_completion":
         return prompt_completion_turns(rec, data)
     if fmt == "messages":
-        return conversation_turns(rec, data, ("messages",))
-    if fmt == "sharegpt":
+        fields: tuple[str, ...] = ("messages",)
+    elif fmt == "sharegpt":
         fields = (conversation_field,) if conversation_field == "conversations" else (conversation_field, "conversations")
-        return conversation_turns(rec, data, fields)
-    fields = (conversation_field,) if conversation_field == "messages" else (conversation_field, "messages")
-    return conversation_turns(rec, data, fields)
+    else:
+        fields = (conversation_field,) if conversation_field == "messages" else (conversation_field, "messages")
+    turns, name = conversation_turns(rec, data, fields)
+    return with_system_column(rec, data, turns, columns), name

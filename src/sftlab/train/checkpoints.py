@@ -119,6 +119,28 @@ def find_resume_checkpoint(output_dir: Path, *, explicit: Any, overwrite: bool) 
     return ckpt
 
 
+def finished_run(output_dir: Path, args: Any, *, explicit: Any, overwrite: bool) -> dict[str, Any] | None:
+    """The summary of the finished run in ``output_dir`` when this config would not extend it, else None.
+
+    Rerunning a finished run does nothing (it used to resume from the last checkpoint and train another
+    step). It continues only when it asks for more: a larger ``max_steps`` or, without ``max_steps``,
+    more ``num_train_epochs`` than the finished run reached.
+    """
+    path = layout.TrainDir(output_dir).summary
+    if overwrite or explicit not in (None, False, True, "") or not path.exists():
+        return None
+    try:
+        summary = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict):
+        return None
+    max_steps = int(getattr(args, "max_steps", -1) or -1)
+    if max_steps > 0:
+        return summary if int(summary.get("global_step", 0)) >= max_steps else None
+    return summary if float(summary.get("epochs", 0.0)) >= float(args.num_train_epochs) - 1e-3 else None
+
+
 def remove_stale_checkpoints(output_dir: Path, resume_from: Path | None) -> None:
     """Delete incomplete checkpoints (a kill mid-save) and any newer than the one resumed from."""
     done = checkpoint_step(resume_from) if resume_from is not None else -1

@@ -331,7 +331,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     """
     given = parse_overrides(overrides)
     raw = without_replaced(read_config_file(path), given) if path is not None else {}
-    raw = resolve_aliases(merge(raw, given))  # TRL/Axolotl names -> sftlab's (sftlab.train.aliases)
+    raw = resolve_aliases(merge(raw, given), known=set(valid_keys()) | set(RECORD_KEYS + PROCESS_KEYS))  # peers
     cfg, ta_kwargs = _split_keys(raw)
     _validate_train_config(cfg)
     if "group_by_length" in raw and ta_kwargs.get("train_sampling_strategy") not in (None, "random"):

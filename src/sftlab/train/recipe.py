@@ -58,6 +58,13 @@ def train(cfg: TrainConfig, training_args: dict) -> dict:
         raise SftlabError(f"this job runs {state.num_processes} processes but its launcher announced "
                           f"{run.world_size} (WORLD_SIZE): launch with torchrun or accelerate launch")
     out = layout.TrainDir(Path(run.args.output_dir))
+    done = checkpoints.finished_run(out.root, run.args, explicit=run.resume_from_checkpoint,
+                                    overwrite=cfg.overwrite_output_dir)
+    if done is not None:
+        _say(f"sftlab train: {out.root} already holds this finished run (step {done.get('global_step')}, epoch "
+             f"{done.get('epochs')}); nothing to do. Raise max_steps or num_train_epochs to continue it, or pass "
+             "--overwrite_output_dir to train again", state.is_main_process)
+        return done
     with checkpoints.output_dir_lock(out.root, enabled=state.is_main_process):
         ckpt = _take_output_dir(cfg, run, out, state)
         tokenizer, data = _setup_data(cfg, run, out, state.is_main_process)

@@ -1,0 +1,1 @@
+"""Peer profiles: TRL, Axolotl and LLaMA-Factory config keys, each peer in one module (see ``base``)."""
