@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlab import __version__
-from sftlab.errors import ConfigError, DataError, SftlabError
+from sftlab.errors import ConfigError, DataError
 from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
 from sftlab.prep.stats import percentiles as _percentiles
 from sftlab.utils import atomic_write_json, file_table, stable_hash
@@ -528,10 +528,15 @@ def preprocess(
     """
     cfg.validate()
     from sftlab.data import source_fingerprint
+    from sftlab.prep.build_guard import build_errors, check_template, install, remove_orphans
+    from sftlab.train.validate import check_output_dir, check_system_prompt_tokens
 
+    check_output_dir(output_dir)
     output_dir = Path(output_dir)
     data_fp = source_fingerprint(cfg.data)  # first: a missing path fails before the tokenizer loads
     tok = _resolve_tokenizer(cfg, tokenizer)
+    check_template(tok, cfg.chat_template)
+    check_system_prompt_tokens(cfg.system_prompt, tok, cfg.max_length)
     key_inputs = cache_key_inputs(cfg, tok, data_fp)
     key = stable_hash(key_inputs, length=20)
     cache_root = output_dir / "cache"
@@ -539,7 +544,7 @@ def preprocess(
 
     stats: dict | None = None
     ds = None
-    hit = False
+    hit, why = False, None
     if cache_dir.exists():
         why = check_cache(cache_dir, key)
         if why is None:
@@ -553,10 +558,12 @@ def preprocess(
             print(f"sftlab preprocess: cache {cache_dir.name} is invalid ({why}); rebuilding", file=sys.stderr)
     if not hit:
         cache_root.mkdir(parents=True, exist_ok=True)
+        remove_orphans(cache_root)
         build_dir = cache_root / f".build-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             build_dir.mkdir()
-            _build(cfg, tok, build_dir, progress)
+            with build_errors(build_dir):
+                _build(cfg, tok, build_dir, progress)
             manifest = {
                 "key": key,
                 "cache_format": CACHE_FORMAT,
@@ -566,8 +573,9 @@ def preprocess(
                 "config": asdict(cfg),
                 "files": file_table(build_dir, exclude=MANIFEST),
             }
-            atomic_write_json(build_dir / MANIFEST, manifest)  # last: marks the cache complete
-            _install(build_dir, cache_dir, key)
+            with build_errors(build_dir):
+                atomic_write_json(build_dir / MANIFEST, manifest)  # last: marks the cache complete
+            install(build_dir, cache_dir, key, replace=why is not None, is_valid=check_cache)
         finally:
             if build_dir.exists():
                 shutil.rmtree(build_dir, ignore_errors=True)
@@ -579,19 +587,3 @@ def preprocess(
     stats["cache_key"] = key
     atomic_write_json(output_dir / STATS, stats)
     return PreprocessResult(dataset=ds, stats=stats, cache_dir=cache_dir, cache_hit=hit)
-
-
-def _install(build_dir: Path, cache_dir: Path, key: str) -> None:
-    """Move a finished build into place; a valid cache another process installed meanwhile wins."""
-    try:
-        os.rename(build_dir, cache_dir)
-        return
-    except OSError:
-        pass
-    if check_cache(cache_dir, key) is None:
-        return  # someone else finished the same build first; ours is discarded
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    try:
-        os.rename(build_dir, cache_dir)
-    except OSError as e:
-        raise SftlabError(f"cannot install preprocess cache at {cache_dir}: {e}") from e
