@@ -18,9 +18,10 @@ from sftlab.errors import SftlabError
 SURROGATES_REPLACED = "sftlab-surrogates-replaced"
 
 
-def _replace_surrogates(e: UnicodeError) -> tuple[str, int]:
+def _replace_surrogates(e: UnicodeError) -> tuple[bytes, int]:
+    # Bytes, not "\ufffd": CPython's UTF-8 encoder takes only ASCII text back from an error handler.
     if isinstance(e, UnicodeEncodeError):
-        return "\ufffd" * (e.end - e.start), e.end
+        return "\ufffd".encode() * (e.end - e.start), e.end
     raise e
 
 

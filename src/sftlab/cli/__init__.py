@@ -83,7 +83,7 @@ def _install_sigterm(main_pid: int) -> None:
         pass
 
 
-def _disk_full(e: OSError) -> str | None:
+def _disk_full(e: Exception) -> str | None:
     from sftlab.prep.build_guard import is_disk_full
 
     if not is_disk_full(e):
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"sftlab {args.command}: interrupted", file=sys.stderr)
         return 130
-    except OSError as e:
+    except Exception as e:  # a full disk, however the writing library wrapped it; anything else is a bug
         msg = _disk_full(e)
         if msg is None:
             raise

@@ -335,6 +335,13 @@ def data_files(source: str) -> list[Path] | None:
     if source == SHAREGPT_NAME:
         return None
     p = Path(source).expanduser()
+    try:
+        return _local_files(source, p)
+    except OSError as e:  # a name too long, a loop of links, a path through a file
+        raise DataError(str(p)[:200], f"cannot access: {e.strerror or e}") from None
+
+
+def _local_files(source: str, p: Path) -> list[Path] | None:
     if p.is_dir():
         files = sorted(
             f

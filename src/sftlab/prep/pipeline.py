@@ -451,7 +451,7 @@ def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, 
     }
     stats.update({k: False for k in ("train_on_eos", "train_on_role_header") if getattr(cfg, k) is False})
     stats.update({"weighted_conversations": len(rows.weights)} if rows.weights else {})
-    for key in ("augment", "replies", "sources", "mix", "system_prompt_added", "folded_tool_turns"):
+    for key in ("augment", "replies", "sources", "mix", "system_prompt_added", "folded_tool_turns", "repaired_surrogates"):
         if key in loaded.stats:
             stats[key] = loaded.stats[key]
     if "augment" in stats:  # what training sees, after the drops above
