@@ -129,7 +129,7 @@ def mutate_record(rng: random.Random, rec: dict, mutation: str) -> tuple[str, st
         return json.dumps(rec), "skip"
     if mutation == "special_tokens":
         holder[key] = f"{holder[key]} {rng.choice(CHATML_SPECIAL)}\n{rng.choice(CHATML_SPECIAL)}user\nforged"
-        return json.dumps(rec, ensure_ascii=rng.random() < 0.5), "+1"
+        return json.dumps(rec, ensure_ascii=rng.random() < 0.5), "skip"  # sftlab.prep.special_text
     if mutation == "nul_char":
         holder[key] = holder[key] + "\x00" + text(rng)
         return json.dumps(rec), "+1"
@@ -158,6 +158,8 @@ def outcome(effects: list[str], n: int, names: tuple[str, ...], repaired: int = 
     if "either" in effects:
         return Expect("either", names=names)
     skipped = effects.count("skip")
+    if skipped == n:  # nothing usable: "no usable conversations" is the right answer
+        return Expect("error", names=names)
     return Expect("ok", kept=n - skipped, skipped=skipped, repaired=repaired)
 
 
@@ -264,10 +266,11 @@ def build_parquet(rng: random.Random, d: Path, env: Env, hub_shaped: bool = Fals
     elif mutation != "none":
         holder, key = _first_text_field(rows[0])
         holder[key] = (text(rng) * 800) if mutation == "long_content" else f"{CHATML_SPECIAL[1]}{holder[key]}"
+        skipped = int(mutation == "special_tokens")
     p = d / "data.parquet"
     _write_parquet(p, rows)
-    return Case("", "", preprocess_argv(p, d, env), Expect("ok", kept=n - skipped, skipped=skipped), records=n,
-                notes={"format": fmt, "mutation": mutation})
+    exp = Expect("ok", kept=n - skipped, skipped=skipped) if skipped < n else Expect("error", names=(p.name,))
+    return Case("", "", preprocess_argv(p, d, env), exp, records=n, notes={"format": fmt, "mutation": mutation})
 
 
 def build_dir(rng: random.Random, d: Path, env: Env) -> Case:

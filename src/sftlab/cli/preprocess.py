@@ -55,6 +55,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rounds", type=positive_int, default=None, metavar="N",
                    help="keep the first N user->assistant rounds of each conversation")
     p.add_argument("--strict", action="store_true", help="make any skipped record or unknown role an error")
+    p.add_argument("--special-text", choices=("skip", "keep"), default="skip",
+                   help="a message whose content holds a special token's text (<|im_end|>) would forge a turn "
+                        "boundary: skip such conversations, counted (default), or keep them (the old behaviour)")
 
 
 def data_value(values: list[str]):
@@ -114,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         sample_seed=args.sample_seed,
         strict=args.strict,
         num_proc=args.num_proc,
+        special_text=args.special_text,
     )
     res = preprocess(cfg, args.output_dir, progress=not args.no_progress)
     s = res.stats

@@ -32,6 +32,7 @@ from typing import Any
 
 from sftlab import __version__
 from sftlab.errors import ConfigError, DataError
+from sftlab.prep.special_text import SPECIAL_TEXT_CHOICES, drop_forged
 from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
 from sftlab.prep.stats import percentiles as _percentiles
 from sftlab.utils import atomic_write_json, file_table, stable_hash
@@ -77,6 +78,8 @@ class PreprocessConfig:
     augment: dict | None = None
     #: The model being fine-tuned: it answers the prompts when ``augment.replies`` is ``model``.
     model: str | None = None
+    #: Content holding special-token text: ``skip`` (counted) or ``keep`` (see sftlab.prep.special_text).
+    special_text: str = "skip"
 
     @classmethod
     def from_train_config(cls, cfg: Any, sample_seed: int | None = None) -> PreprocessConfig:
@@ -88,6 +91,7 @@ class PreprocessConfig:
             sample_seed=sample_seed, strict=cfg.strict, num_proc=cfg.num_proc, augment=cfg.augment,
             system_prompt=cfg.system_prompt, train_on_eos=getattr(cfg, "train_on_eos", True),
             train_on_role_header=getattr(cfg, "train_on_role_header", True), model=cfg.model,
+            special_text=getattr(cfg, "special_text", "skip"),
         )
 
     def validate(self) -> None:
@@ -97,6 +101,8 @@ class PreprocessConfig:
             raise ConfigError(f"masking must be one of {', '.join(STRATEGIES)}, got '{self.masking}'")
         for name in [n for n in ("train_on_eos", "train_on_role_header") if not isinstance(getattr(self, n), bool)]:
             raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.special_text not in SPECIAL_TEXT_CHOICES:
+            raise ConfigError(f"special_text must be one of {', '.join(SPECIAL_TEXT_CHOICES)}, got {self.special_text!r}")
         if self.truncation not in TRUNCATION_CHOICES:
             raise ConfigError(f"truncation must be one of {', '.join(TRUNCATION_CHOICES)}, got '{self.truncation}'")
         if not isinstance(self.max_length, int) or self.max_length < 1:
@@ -171,6 +177,7 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
         "masking": cfg.masking,
         "max_length": cfg.max_length,
         "truncation": cfg.truncation,
+        "special_text": cfg.special_text,
         # Only present when set, so that caches built without augmentation keep their keys.
         **({"augment": aug.cache_info()} if aug is not None else {}),
         # The answering model's identity: new weights mean new replies, so a new cache.
@@ -311,6 +318,7 @@ def _load(cfg: PreprocessConfig, tokenizer: Any, progress: bool) -> Any:
         seed = cfg.sample_seed if (cfg.sample_seed is not None and cfg.max_samples is not None) else 0
         loaded = load_mixture(cfg.data, seed=seed, system_prompt=cfg.system_prompt, **common)
     loaded.conversations, folded = fit_to_template(loaded.conversations, tokenizer)
+    drop_forged(loaded, tokenizer, mode=cfg.special_text, strict=cfg.strict, where=cfg.data)  # prep.special_text
     if folded:
         loaded.stats["folded_tool_turns"] = folded
         loaded.stats["notes"].append(f"the chat template has no tool role: {folded} tool turns folded into user turns")

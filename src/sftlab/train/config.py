@@ -205,6 +205,8 @@ class TrainConfig:
     dtype: str = "auto"
     attn_implementation: str | None = None
     trust_remote_code: bool = False
+    #: Message content holding special-token text (``<|im_end|>``): skip the conversation (counted) or keep it.
+    special_text: str = "skip"
     overwrite_output_dir: bool = False
     num_proc: int = 2
     #: Verifiable instruction augmentation of the training data (:class:`sftlab.augment.AugmentConfig`'s
@@ -527,7 +529,7 @@ def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) 
     transformers.logging.set_verbosity_warning()
     try:
         args = transformers.TrainingArguments(**ta)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:  # OSError: a config file it was pointed at (accelerator_config)
         raise ConfigError(f"invalid training arguments: {str(e).splitlines()[0]}") from e
     return Resolved(args=args, save_total_limit=save_limit, group_by_length=bool(group),
                     resume_from_checkpoint=resume, precision=prec["precision"], dtype=prec["dtype"],

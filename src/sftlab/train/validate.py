@@ -184,14 +184,12 @@ def output_dir_problem(path: str | os.PathLike) -> str | None:
     if "\x00" in text:
         return "holds a NUL byte"
     try:
-        raw = os.fsencode(text)
+        os.fsencode(text)
     except UnicodeEncodeError:
         return "is not encodable as a file name"
-    if len(raw) > PATH_MAX:
-        return f"is longer than {PATH_MAX} bytes"
-    longest = max(raw.split(b"/"), key=len)
-    if len(longest) > NAME_MAX:
-        return f"has a name component longer than {NAME_MAX} bytes ({len(longest)})"
+    too_long = path_length_problem(text)
+    if too_long:
+        return too_long
     p = Path(text).expanduser().absolute()
     for root in FORBIDDEN_ROOTS:
         if p == Path(root) or Path(root) in p.parents:
@@ -237,9 +235,27 @@ def string_problem(text: str) -> str | None:
     return None
 
 
+#: Keys whose strings are file system paths: an over-long name is refused before the file system is asked.
+PATH_KEYS = ("model", "tokenizer", "data", "eval_data", "chat_template", "output_dir", "deepspeed", "logging_dir",
+             "ifeval_eval_data", "resume_from_checkpoint", "accelerator_config", "fsdp_config")
+
+
+def path_length_problem(text: str) -> str | None:
+    """Why ``text`` is too long to be a path (PATH_MAX, NAME_MAX in bytes), or None."""
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) > PATH_MAX:
+        return f"is longer than {PATH_MAX} bytes"
+    longest = max(raw.split(b"/"), key=len)
+    if len(longest) > NAME_MAX:
+        return f"has a name component longer than {NAME_MAX} bytes ({len(longest)})"
+    return None
+
+
 def _check_strings(key: str, value: Any) -> None:
     if isinstance(value, str):
         why = string_problem(value)
+        if why is None and key.split(".")[0].split("[")[0] in PATH_KEYS:
+            why = path_length_problem(value)
         if why is None and len(value) > MAX_STRING_CHARS and key != "system_prompt":
             why = f"is {len(value):,} characters long (at most {MAX_STRING_CHARS:,})"
         if why:
@@ -286,6 +302,8 @@ def validate_loaded(cfg: Any, training: dict[str, Any]) -> None:
     if sft.get("lora") is not None:
         sft["lora"] = dataclasses.asdict(sft["lora"])
     check_domains(sft, training)
+    if cfg.special_text not in ("skip", "keep"):
+        raise ConfigError(f"config key 'special_text' must be one of skip, keep; got {cfg.special_text!r}")
     check_system_prompt_chars(cfg.system_prompt, cfg.model_max_length)
     check_deepspeed(training.get("deepspeed"))
     if training.get("output_dir"):
