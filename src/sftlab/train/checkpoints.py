@@ -167,7 +167,8 @@ def checkpoint_write_error(e: BaseException, run_dir: Path, step: int, model: An
     resumes from the last complete checkpoint and removes it. Any other error is returned as it is."""
     from sftlab.prep.build_guard import disk_full_message, is_disk_full
 
-    if not is_disk_full(e) and not ("unexpected pos" in str(e) and _low_on_space(run_dir)):
+    # torch's zip writer says "unexpected pos" or "file write failed", not ENOSPC: read the free space.
+    if not is_disk_full(e) and not _low_on_space(run_dir):
         return e
     ckpt = layout.TrainDir(run_dir).checkpoint(step)
     last = latest_checkpoint(run_dir)
