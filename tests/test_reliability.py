@@ -417,3 +417,51 @@ def test_fuzz_cases_are_reproducible_by_id(tmp_path, tokenizer_dir):
     b = build_case("data.jsonl:5", 3, tmp_path / "b", env)
     assert (tmp_path / "a/data.jsonl-5/data.jsonl").read_bytes() == (tmp_path / "b/data.jsonl-5/data.jsonl").read_bytes()
     assert a.expect == b.expect and a.notes == b.notes
+
+
+# ------------------------------------------------------------------------------------------------
+# 6. Security: secrets in the environment, paths from configs
+# ------------------------------------------------------------------------------------------------
+
+FAKE_SECRETS = {"HF_TOKEN": "hf_fakeToken26aaaa", "HUGGING_FACE_HUB_TOKEN": "hf_fakeHubToken26bbbb",
+                "WANDB_API_KEY": "wandb0fake26cccc", "OPENAI_API_KEY": "sk-fake26dddd",
+                "MLFLOW_TRACKING_TOKEN": "mlflow-fake26eeee"}
+
+
+@pytest.mark.parametrize("text", ["..", ".", "../../etc/passwd", "/abs/path", "a/../../b", "\x00x", "~root", "-" * 300])
+def test_names_made_from_config_values_stay_one_component(text, tmp_path):
+    from sftlab.layout import safe_name
+
+    name = safe_name(text)
+    assert "/" not in name and name not in (".", "..") and "\x00" not in name and len(name) <= 96
+    assert (tmp_path / name).resolve().parent == tmp_path.resolve()
+
+
+@pytest.mark.integration
+def test_training_writes_only_inside_its_output_dir_and_no_secret_anywhere(
+        tmp_path, tiny_model_dir, monkeypatch, capsys):
+    for k, v in FAKE_SECRETS.items():
+        monkeypatch.setenv(k, v)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    data = work / "d.jsonl"
+    data.write_text(rec() * 12, encoding="utf-8")
+    before = {p for p in tmp_path.rglob("*")}
+    out = work / "runs" / "one"
+    rc, stdout, err = run(["train", REPO_ROOT / "configs" / "tiny-smoke.yaml", "--model", tiny_model_dir, "--data", data,
+                           "--output_dir", out, "--max_steps", "2", "--eval_fraction", "0", "--run_name", "../../escape",
+                           "--logging_dir", tmp_path / "outside-logs"], capsys)
+    assert rc == 0, err[-3000:]
+    new = {p for p in tmp_path.rglob("*")} - before
+    outside = sorted(str(p) for p in new if out not in p.parents and p != out and p not in out.parents)
+    assert outside == [], outside
+    for text, where in ((stdout, "stdout"), (err, "stderr")):
+        for v in FAKE_SECRETS.values():
+            assert v not in text, f"{v} in {where}"
+    files = [p for p in new if p.is_file()]
+    assert any(p.name == "sftlab_config.yaml" for p in files)
+    for p in files:
+        data_bytes = p.read_bytes()
+        for v in FAKE_SECRETS.values():
+            assert v.encode() not in data_bytes, f"{v} in {p}"
