@@ -208,8 +208,12 @@ def build_eval(rng: random.Random, d: Path, env: Env, *, side: str) -> Case:
         target.write_text("", encoding="utf-8")
     else:
         target.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    argv = ["eval", "--responses", str(resp_p), "--ifeval-data", str(inputs_p), "--output-dir", str(d / "out")]
+    out = str(d / "out")
     names = (inputs_p.name, resp_p.name) if mutation == "surrogate_prompt" else (target.name,)
+    if mutation == "none" and rng.random() < 0.3:  # an output directory that cannot be one
+        out = bad_output_dir(rng.choice(("file", "under_file", "dev_null", "under_proc")), d)
+        want, names = "error", ("output directory",)
+    argv = ["eval", "--responses", str(resp_p), "--ifeval-data", str(inputs_p), "--output-dir", out]
     exp = Expect("ok", kept=len(recs)) if want == "ok" else Expect(want, names=names)
     return Case("", "", argv, exp, records=len(recs), command="eval", notes={"mutation": mutation})
 

@@ -59,6 +59,9 @@ def _batch_size(text: str) -> int | None:
 def run(args: argparse.Namespace) -> int:
     from sftlab.errors import SftlabError
     from sftlab.eval.ifeval import evaluate, format_table, score_file
+    from sftlab.train.validate import check_output_dir
+
+    check_output_dir(args.output_dir)  # a file, /dev/null, under /proc: refused before any work
 
     if args.responses:
         gen_only = [f"--{n.replace('_', '-')}" for n in ("limit", "sample", "system_prompt", "chat_template")
