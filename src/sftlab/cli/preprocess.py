@@ -68,12 +68,13 @@ def data_value(values: list[str]):
 
     from sftlab.data import parse_data_specs
     from sftlab.errors import ConfigError
+    from sftlab.train.yaml_load import load_yaml  # bounded depth and aliases, duplicate keys refused
 
     items: list = []
     for v in values:
         if v.lstrip().startswith(("{", "[")):
             try:
-                parsed = yaml.safe_load(v)
+                parsed = load_yaml(v)
             except yaml.YAMLError as e:
                 raise ConfigError(f"--data {v!r} is not a valid YAML spec: {str(e).splitlines()[0]}") from None
             items += parsed if isinstance(parsed, list) else [parsed]
