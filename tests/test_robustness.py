@@ -675,13 +675,14 @@ def file_writes(source: str) -> list[tuple[str, str, int]]:
 
 #: Writes that are not atomic by design, with the reason. (module, function, kind)
 ALLOWED_WRITES = {
-    ("generate.py", "read_responses_file", "open:r+b"): "cuts a torn last line off responses.jsonl",
-    ("gpucheck.py", "_run", "open:w"): "a subprocess's log, streamed as it runs; only a person reads it",
-    ("checkpoints.py", "output_dir_lock", "open:w"): "an empty lock file for flock; nothing reads its content",
+    ("eval/generate.py", "read_responses_file", "open:r+b"): "cuts a torn last line off responses.jsonl",
+    ("bench/gpucheck.py", "_run", "open:w"): "a subprocess's log, streamed as it runs; only a person reads it",
+    ("train/checkpoints.py", "output_dir_lock", "open:w"): "an empty lock file for flock; nothing reads its content",
+    ("bench/fuzz_cases.py", "put", "write_bytes"): "the fuzz harness's throwaway input files, never read back",
     ("bench/loss.py", "_hwm_supported", "write_text"): "writes to /proc/self/clear_refs, not a file",
     ("bench/loss.py", "_peak_growth_mb", "write_text"): "writes to /proc/self/clear_refs, not a file",
-    ("gguf_cache.py", "build", "write_text"): "the manifest, inside a temp directory renamed into place whole",
-    ("gguf_cache.py", "_fsync_tree", "os.open"): "opens a directory read-only to fsync it",
+    ("models/gguf_cache.py", "build", "write_text"): "the manifest, inside a temp directory renamed into place whole",
+    ("models/gguf_cache.py", "_fsync_tree", "os.open"): "opens a directory read-only to fsync it",
 }
 
 

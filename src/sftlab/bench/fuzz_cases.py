@@ -55,6 +55,12 @@ class Env:
     ifeval_inputs: str | None = None
 
 
+def put(path: Path, data: str | bytes, errors: str = "strict") -> None:
+    """Write a case's input file. Not atomic on purpose: these are throwaway inputs, never read back
+    as sftlab's own records (and a hostile case may need bytes no atomic writer would produce)."""
+    path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8", errors))
+
+
 def text(rng: random.Random, lo: int = 1, hi: int = 12) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))).strip() or "word"
 
@@ -187,7 +193,7 @@ def write_records(rng: random.Random, path: Path, fmt: str, n: int, as_jsonl: bo
             body = json.dumps({"train": "PLACEHOLDER"}).replace('"PLACEHOLDER"', body)
     if rng.random() < 0.1:
         body = "\ufeff" + body
-    path.write_text(body, encoding="utf-8")
+    put(path, body)
     return outcome(effects, n, (path.name,), repaired), mutation
 
 
@@ -242,7 +248,7 @@ def build_csv(rng: random.Random, d: Path, env: Env) -> Case:
     elif mutation == "blank_cells":
         body += ",,\n"  # no instruction, no output: not a usable record
         exp = Expect("either", names=(p.name,))
-    p.write_text(body, encoding="utf-8")
+    put(p, body)
     return Case("", "", preprocess_argv(p, d, env), exp, records=n, notes={"mutation": mutation})
 
 
@@ -297,8 +303,8 @@ def build_dir(rng: random.Random, d: Path, env: Env) -> Case:
         kept += exp.kept or 0
         skipped += exp.skipped
         repaired += exp.repaired
-    (root / ".hidden.jsonl").write_text("not json", encoding="utf-8")  # hidden files are not data
-    (root / "notes.csv").write_text("a,b\n1\n", encoding="utf-8")  # nor a stray CSV in a directory
+    put((root / ".hidden.jsonl"), "not json")  # hidden files are not data
+    put((root / "notes.csv"), "a,b\n1\n")  # nor a stray CSV in a directory
     if "error" in kinds:
         exp = Expect("error", names=tuple(names))
     elif "either" in kinds:
@@ -324,13 +330,13 @@ def build_template(rng: random.Random, d: Path, env: Env) -> Case:
     if kind == "valid":
         from sftlab.models.loading import builtin_template
 
-        p.write_text(builtin_template("chatml") or "", encoding="utf-8")
+        put(p, builtin_template("chatml") or "")
     else:
         body = BAD_TEMPLATES[kind]
-        p.write_bytes(body if isinstance(body, bytes) else body.encode())
+        put(p, body)
     data = d / "data.jsonl"
     n = rng.randint(1, 5)
-    data.write_text("".join(json.dumps(good_record(rng, "messages", i)) + "\n" for i in range(n)), encoding="utf-8")
+    put(data, "".join(json.dumps(good_record(rng, "messages", i)) + "\n" for i in range(n)))
     argv = preprocess_argv(data, d, env)
     argv[argv.index("chatml")] = str(p)
     exp = Expect("ok", kept=n) if kind == "valid" else Expect("error", names=(p.name,))
@@ -354,12 +360,12 @@ def _special_path(rng: random.Random, d: Path) -> tuple[str, str]:
     if kind == "missing":
         return str(d / "nope.jsonl"), kind
     if kind == "empty_file":
-        (d / "empty.jsonl").write_text("", encoding="utf-8")
+        put((d / "empty.jsonl"), "")
         return str(d / "empty.jsonl"), kind
     p = d / "dir"
     p.mkdir()
     if kind == "dir_hidden_only":
-        (p / ".x.jsonl").write_text("{}", encoding="utf-8")
+        put((p / ".x.jsonl"), "{}")
     return str(p), kind
 
 
@@ -374,7 +380,7 @@ OUTPUT_DIR_KINDS = ("file", "under_file", "dev_null", "under_proc", "under_sys",
 
 def bad_output_dir(kind: str, d: Path) -> str:
     f = d / "a_file"
-    f.write_text("x", encoding="utf-8")
+    put(f, "x")
     return {"file": str(f), "under_file": str(f / "out"), "dev_null": "/dev/null", "under_proc": "/proc/sftlab-out",
             "under_sys": "/sys/sftlab-out", "name_too_long": str(d / ("o" * 300)),
             "nested_new": str(d / "new" / "deeper" / "out")}[kind]
@@ -384,7 +390,7 @@ def build_output_dir(rng: random.Random, d: Path, env: Env) -> Case:
     kind = rng.choice(OUTPUT_DIR_KINDS)
     data = d / "data.jsonl"
     n = rng.randint(1, 4)
-    data.write_text("".join(json.dumps(good_record(rng, "messages", i)) + "\n" for i in range(n)), encoding="utf-8")
+    put(data, "".join(json.dumps(good_record(rng, "messages", i)) + "\n" for i in range(n)))
     argv = preprocess_argv(data, d, env)
     out = bad_output_dir(kind, d)
     argv[argv.index("--output-dir") + 1] = out

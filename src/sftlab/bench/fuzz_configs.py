@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sftlab.bench.fuzz_cases import Case, Env, Expect, bad_output_dir, good_record
+from sftlab.bench.fuzz_cases import Case, Env, Expect, bad_output_dir, good_record, put
 
 #: Keys whose values are paths (tried with files, directories, FIFOs, devices, over-long names).
 PATH_KEYS = ("model", "tokenizer", "data", "eval_data", "chat_template", "output_dir", "deepspeed",
@@ -80,7 +80,7 @@ def _kind(tp: Any) -> str:
 
 def _base(d: Path, env: Env) -> dict[str, Any]:
     data = d / "data.jsonl"
-    data.write_text(json.dumps(good_record(random.Random(0), "messages", 0)) + "\n", encoding="utf-8")
+    put(data, json.dumps(good_record(random.Random(0), "messages", 0)) + "\n")
     return {"model": env.tokenizer, "data": str(data), "output_dir": str(d / "out"), "chat_template": "chatml",
             "max_steps": 2, "num_proc": 1}
 
@@ -92,7 +92,7 @@ def _path_value(rng: random.Random, d: Path, key: str) -> tuple[str, str, str]:
         return kind, bad_output_dir(kind, d), "error"
     kind = rng.choice(("file", "dir", "fifo", "dev_null", "too_long", "name_too_long", "missing"))
     if kind == "file":
-        (d / "some.txt").write_text("x", encoding="utf-8")
+        put((d / "some.txt"), "x")
         return kind, str(d / "some.txt"), "either"
     if kind == "dir":
         return kind, str(d), "either"
@@ -126,7 +126,7 @@ def build_config_key(rng: random.Random, d: Path, env: Env, *, override: bool) -
         argv += [f"--{key}", _override_text(value)]
     else:
         cfg[key] = value
-    path.write_text(_dump(cfg), encoding="utf-8", errors="surrogatepass")
+    put(path, _dump(cfg), errors="surrogatepass")
     names = (key,) if want == "error" else ()
     return Case("", "", argv, Expect(want, names=names), command="train", notes={"key": key, "value": label})
 
@@ -162,7 +162,7 @@ def build_config_shape(rng: random.Random, d: Path, env: Env) -> Case:
     shape = rng.choice(list(YAML_SHAPES))
     path = d / "config.yaml"
     body = _dump(_base(d, env)) + YAML_SHAPES[shape] if shape not in ("not_mapping", "scalar") else YAML_SHAPES[shape]
-    path.write_text(body, encoding="utf-8", errors="surrogateescape")
+    put(path, body, errors="surrogateescape")
     return Case("", "", ["train", str(path)], Expect("error", names=(path.name,) if shape not in
                                                      ("unknown_key", "nested_unknown") else ()),
                 command="train", notes={"shape": shape})
@@ -201,13 +201,13 @@ def build_eval(rng: random.Random, d: Path, env: Env, *, side: str) -> Case:
     lines = [json.dumps(r) for r in recs] if side == "inputs" else [json.dumps(r) for r in responses]
     want = _mutate_eval(rng, mutation, side, recs, responses, lines)
     other = [json.dumps(r) for r in responses] if side == "inputs" else [json.dumps(r) for r in recs]
-    (resp_p if side == "inputs" else inputs_p).write_text("\n".join(other) + "\n", encoding="utf-8")
+    put((resp_p if side == "inputs" else inputs_p), "\n".join(other) + "\n")
     if mutation == "fifo":
         os.mkfifo(target)
     elif mutation == "empty":
-        target.write_text("", encoding="utf-8")
+        put(target, "")
     else:
-        target.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        put(target, "\n".join(lines) + "\n")
     out = str(d / "out")
     names = (inputs_p.name, resp_p.name) if mutation == "surrogate_prompt" else (target.name,)
     if mutation == "none" and rng.random() < 0.3:  # an output directory that cannot be one
