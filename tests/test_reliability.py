@@ -450,8 +450,8 @@ def test_training_writes_only_inside_its_output_dir_and_no_secret_anywhere(
     before = {p for p in tmp_path.rglob("*")}
     out = work / "runs" / "one"
     rc, stdout, err = run(["train", REPO_ROOT / "configs" / "tiny-smoke.yaml", "--model", tiny_model_dir, "--data", data,
-                           "--output_dir", out, "--max_steps", "2", "--eval_fraction", "0", "--run_name", "../../escape",
-                           "--logging_dir", tmp_path / "outside-logs"], capsys)
+                           "--output_dir", out, "--max_steps", "2", "--eval_fraction", "0", "--run_name", "../../escape"],
+                          capsys)
     assert rc == 0, err[-3000:]
     new = {p for p in tmp_path.rglob("*")} - before
     outside = sorted(str(p) for p in new if out not in p.parents and p != out and p not in out.parents)
