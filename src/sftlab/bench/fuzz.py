@@ -210,6 +210,7 @@ def run_fuzz(ids: list[str], *, seed: int, env: Env, keep: Path | None = None,
     root = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="sftlab-fuzz-"))
     root.mkdir(parents=True, exist_ok=True)
     with harness_patches():
+        _warm_up(env)
         for cid in ids:
             case = build_case(cid, seed, root, env)
             outcomes.append(run_case(case, time_bound=time_bound))
@@ -218,6 +219,20 @@ def run_fuzz(ids: list[str], *, seed: int, env: Env, keep: Path | None = None,
     if keep is None:
         shutil.rmtree(root, ignore_errors=True)
     return outcomes
+
+
+def _warm_up(env: Env) -> None:
+    """Load the tokenizer and import the heavy stages once, so that no case's time bound pays for them."""
+    import sftlab.cli.eval_cmd  # noqa: F401
+    import sftlab.prep.pipeline  # noqa: F401
+    import sftlab.train.recipe  # noqa: F401
+    from sftlab.models.loading import load_tokenizer
+
+    load_tokenizer(env.tokenizer)
+    if env.ifeval_inputs:
+        from sftlab.eval.ifeval import instruction_registry
+
+        instruction_registry()
 
 
 def format_table(outcomes: list[Outcome]) -> str:
