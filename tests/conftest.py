@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SFTLAB_SHARED", REPO_ROOT.parent / "shared")).resolve()
 TOKENIZER_DIR = SHARED / "tokenizers" / "SmolLM2-135M"
 IFEVAL_DIR = SHARED / "ifeval"
+IFBENCH_DIR = SHARED / "ifbench"
 NLTK_DIR = SHARED / "nltk_data"
 
 # Never touch the network from tests.
@@ -63,6 +64,11 @@ def tokenizer_dir() -> Path:
 @pytest.fixture(scope="session")
 def ifeval_dir() -> Path:
     return _require(IFEVAL_DIR)
+
+
+@pytest.fixture(scope="session")
+def ifbench_dir() -> Path:
+    return _require(IFBENCH_DIR)
 
 
 @pytest.fixture(scope="session")

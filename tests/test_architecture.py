@@ -200,3 +200,115 @@ def test_no_function_over_the_line_limit():
     assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines: {too_long}"
     stale = sorted(set(FUNCTION_ALLOWLIST) - seen)
     assert not stale, f"allowlisted functions that now fit or are gone (remove them): {stale}"
+
+
+# ------------------------------------------------------------------------------- one home per value
+
+#: The only modules allowed directly in ``src/sftlab/``; everything else lives in a stage package.
+TOP_LEVEL_MODULES = {"__init__", "__main__", "errors", "utils", "layout"}
+
+#: Modules allowed to spell artifact file names themselves, each with the reason (none today).
+ARTIFACT_NAME_ALLOWLIST: dict[str, str] = {
+}
+
+
+def artifact_file_names() -> dict[str, str]:
+    """``{NAME: value}`` of every file name :mod:`sftlab.layout` defines: its module-level string
+    constants that name a file (with an extension, or a marker such as ``DONE``). Directory names
+    (``train``, ``cache``, ``runs``...) are ordinary words and are left out."""
+    tree = ast.parse((SRC / PACKAGE / "layout.py").read_text(encoding="utf-8"))
+    out = {}
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            value = node.value.value
+            if "." in value or value.isupper():
+                out[node.targets[0].id] = value
+    return out
+
+
+def _docstring_nodes(tree: ast.AST) -> set[int]:
+    """``id()`` of the docstring constants of a module and its classes and functions."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                out.add(id(first.value))
+    return out
+
+
+def artifact_literals(source: str, names: set[str]) -> list[tuple[int, str]]:
+    """``(line, literal)`` for every string literal that *is* an artifact file name or a path ending
+    in one (``"summary.json"``, ``"runs/x/summary.json"``, the ``"/summary.json"`` of
+    ``f"{d}/summary.json"``). Docstrings are skipped, and so is a name mentioned inside prose (a help
+    text, a message: ``"see summary.json"``): those describe files, they do not locate them."""
+    tree = ast.parse(source)
+    skip = _docstring_nodes(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            tail = node.value.rsplit("/", 1)[-1]
+            if tail in names:
+                found.append((node.lineno, node.value))
+    return sorted(found)
+
+
+def test_the_artifact_name_scanner_finds_names_used_as_paths():
+    names = {"summary.json", "DONE"}
+    source = ('"""Writes summary.json."""\n'
+              'def f(d):\n    """Reads ``summary.json``."""\n'
+              '    a = d / "summary.json"\n    b = f"{d}/summary.json"\n    c = "see summary.json for the figures"\n'
+              '    return a, b, c, d / "DONE", "summary.jsonl"\n')
+    assert artifact_literals(source, names) == [(4, "summary.json"), (5, "/summary.json"), (7, "DONE")]
+    got = artifact_file_names()
+    assert got["EVAL_SUMMARY"] == "summary.json" and got["DONE"] == "DONE" and "TRAIN" not in got
+
+
+def test_no_module_at_the_top_level_but_the_named_few():
+    top = {p.stem for p in (SRC / PACKAGE).glob("*.py")}
+    assert TOP_LEVEL_MODULES <= top, f"missing: {TOP_LEVEL_MODULES - top}"
+    assert top == TOP_LEVEL_MODULES, (f"modules at the top of {PACKAGE}/ that belong in a stage package: "
+                                      f"{sorted(top - TOP_LEVEL_MODULES)}")
+
+
+def test_artifact_file_names_come_from_layout():
+    names = set(artifact_file_names().values())
+    offenders, used = [], set()
+    for path in sorted((SRC / PACKAGE).rglob("*.py")):
+        rel = path.relative_to(SRC / PACKAGE).as_posix()
+        if rel == "layout.py":
+            continue
+        hits = artifact_literals(path.read_text(encoding="utf-8"), names)
+        if hits and rel in ARTIFACT_NAME_ALLOWLIST:
+            used.add(rel)
+        elif hits:
+            offenders += [f"{rel}:{line}: {text!r}" for line, text in hits]
+    assert not offenders, "artifact file names spelled outside sftlab.layout (use its constants):\n" + "\n".join(offenders)
+    stale = sorted(set(ARTIFACT_NAME_ALLOWLIST) - used)
+    assert not stale, f"allowlisted modules that no longer spell artifact names (remove them): {stale}"
+
+
+def _is_minus_100(node: ast.AST) -> bool:
+    if isinstance(node, ast.Constant) and node.value == -100 and not isinstance(node.value, bool):
+        return True
+    return (isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub) and isinstance(node.operand, ast.Constant)
+            and node.operand.value == 100 and not isinstance(node.operand.value, bool))
+
+
+def test_one_ignore_index_and_no_bare_minus_100():
+    """The label of an untrained token is defined once (``sftlab.prep.masking_parts.IGNORE_INDEX``);
+    every other module imports it, and no code writes ``-100`` for it (prose in strings may)."""
+    definitions, bare = [], []
+    for name, path in module_files().items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined_values = set()
+        for node in ast.walk(tree):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(
+                node, (ast.AnnAssign, ast.AugAssign)) else []
+            if any(isinstance(t, ast.Name) and t.id == "IGNORE_INDEX" for t in targets):
+                definitions.append(name)
+                defined_values.add(id(node.value))
+        bare += [f"{name}:{n.lineno}" for n in ast.walk(tree) if _is_minus_100(n) and id(n) not in defined_values]
+    assert definitions == ["sftlab.prep.masking_parts"], f"IGNORE_INDEX defined in: {definitions}"
+    assert not bare, f"bare -100 (use IGNORE_INDEX): {bare}"

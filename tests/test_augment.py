@@ -516,3 +516,21 @@ def test_cli_bad_options_are_one_line_and_exit_2(cli, tmp_path, extra, message):
     err = p.stderr.strip().splitlines()
     assert len(err) == 1 and message in err[0], p.stderr
     assert not (tmp_path / "a.jsonl").exists()
+
+
+def test_augment_cli_defaults_are_the_augment_config_defaults():
+    """`sftlab augment` without options augments exactly as an AugmentConfig left at its defaults
+    (and its help states them), so the command and a config's `augment:` block cannot drift apart."""
+    from sftlab.cli import build_parser
+
+    parser = next(a for a in build_parser("augment")._actions if a.dest == "command").choices["augment"]
+    args = parser.parse_args(["--data", "d.jsonl", "--output", "o.jsonl"])
+    base = A.AugmentConfig()
+    for name in ("types", "holdout_types", "max_instructions", "ratio", "type_weights", "seed", "ngram",
+                 "ifeval_data", "strip_openers"):
+        assert getattr(args, name) == getattr(base, name), name
+    assert args.no_decontaminate is not base.decontaminate
+    choices = next(a for a in parser._actions if a.dest == "max_instructions").choices
+    assert tuple(choices) == A.config.INSTRUCTION_COUNTS == (1, 2, 3)
+    help_text = " ".join(parser.format_help().split())
+    assert f"(default {base.ngram})" in help_text and f"the augment setting's, {base.reply_max_new_tokens})" in help_text

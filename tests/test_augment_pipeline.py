@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from sftlab.errors import ConfigError
+from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.prep.pipeline import (
     SKIP_NO_TRAINED,
     SKIP_OVERLONG,
@@ -87,7 +88,7 @@ def test_preprocess_augments_verifiably_and_keys_the_cache(tokenizer, tokenizer_
     checked = 0
     for cid, ids, labels in zip(aug.dataset["id"], aug.dataset["input_ids"], aug.dataset["labels"], strict=True):
         rec = by_id[cid]
-        target = tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
+        target = tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX])
         # The role header is a target too (the reference masking's semantics), then the reply and <|im_end|>.
         reply = target.removeprefix("<|im_start|>assistant\n").removesuffix("\n").removesuffix("<|im_end|>")
         assert reply == rec["messages"][-1]["content"]
@@ -142,7 +143,7 @@ def test_drop_augmented_cuts_plain_conversations_and_drops_augmented_ones(tokeni
     assert SKIP_OVERLONG not in mixed.stats["skipped"] and mixed.stats["truncated"] == len(kept & long_plain)
     assert mixed.stats["skipped"].get(SKIP_NO_TRAINED, 0) == len(long_plain - kept)
     cut = [x for c, x in zip(mixed.dataset["id"], mixed.dataset["labels"], strict=True) if c in long_plain]
-    assert all(len(x) == 256 and x[-1] != -100 for x in cut)  # the first 256 tokens, ending inside the reply
+    assert all(len(x) == 256 and x[-1] != IGNORE_INDEX for x in cut)  # the first 256 tokens, ending inside the reply
     assert mixed.stats["augment"]["kept_augmented"] == len(augmented) - len(long_aug)
 
 

@@ -135,15 +135,20 @@ def test_eval_only_options_reach_the_generate_part(monkeypatch):
 
     seen: dict = {}
     monkeypatch.setattr(gen_bench, "_run_synthetic", lambda *a: seen.setdefault("synthetic", a) and {})
-    monkeypatch.setattr(gen_bench, "run_real", lambda n, m: seen.update(real=(n, m)) or {"real_n_prompts": n})
+    monkeypatch.setattr(gen_bench, "run_real",
+                        lambda n, m, benchmark: seen.update(real=(n, m), benchmark=benchmark) or {"real_n_prompts": n})
     p = argparse.ArgumentParser()
     bench_cli.add_arguments(p)
     args = p.parse_args(["--only", "generate", "--eval-prompts", "100", "--eval-only"])
     monkeypatch.setattr(bench_mod, "provenance", lambda: {})
     assert bench_cli.run(args) == 0
-    assert seen == {"real": (100, 256)}  # no synthetic part, 100 real prompts at 256 new tokens
+    assert seen == {"real": (100, 256), "benchmark": "ifeval"}  # no synthetic part, 100 real prompts, 256 tokens
     seen.clear()
     assert bench_cli.run(p.parse_args(["--only", "generate"])) == 0
     assert seen["real"] == (32, 256) and "synthetic" in seen  # the defaults: both halves
+    seen.clear()
+    assert bench_cli.run(p.parse_args(["--only", "generate", "--eval-only", "--eval-benchmark", "ifbench"])) == 0
+    assert seen == {"real": (32, 256), "benchmark": "ifbench"}
+    assert len(gen_bench.load_prompts(3, benchmark="ifbench")) == 3
     with pytest.raises(SystemExit):
         p.parse_args(["--eval-prompts", "0"])

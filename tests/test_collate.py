@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from sftlab.errors import ConfigError
+from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.train.collate import SFTDataCollator
 
 PAD = 7
@@ -13,7 +14,7 @@ PAD = 7
 
 def _ex(n: int, start: int = 100, trained_from: int = 0) -> dict:
     ids = list(range(start, start + n))
-    return {"input_ids": ids, "labels": [-100] * trained_from + ids[trained_from:], "attention_mask": [1] * n,
+    return {"input_ids": ids, "labels": [IGNORE_INDEX] * trained_from + ids[trained_from:], "attention_mask": [1] * n,
             "id": f"ex{n}"}
 
 
@@ -33,7 +34,7 @@ def test_pad_to_multiple_of_8(longest, expected):
     batch = SFTDataCollator(pad_token_id=PAD, pad_to_multiple_of=8)([_ex(longest), _ex(1)])
     assert batch["input_ids"].shape == (2, expected)
     assert int(batch["attention_mask"].sum()) == longest + 1
-    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE_INDEX).all()
 
 
 def test_padding_to_max_length_and_cutting_longer_examples():
@@ -53,7 +54,7 @@ def test_dynamic_padding_keeps_every_real_token_and_label():
         n = len(ex["input_ids"])
         assert batch["input_ids"][i, :n].tolist() == ex["input_ids"]
         assert batch["labels"][i, :n].tolist() == ex["labels"]
-    assert int((batch["labels"] != -100).sum()) == sum(sum(1 for x in e["labels"] if x != -100) for e in exs)
+    assert int((batch["labels"] != IGNORE_INDEX).sum()) == sum(sum(1 for x in e["labels"] if x != IGNORE_INDEX) for e in exs)
 
 
 def test_accepts_tensors_and_rejects_bad_input():

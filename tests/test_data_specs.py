@@ -242,7 +242,7 @@ def test_tool_tokens_are_never_trained_and_assistant_spans_are_exactly_the_train
         assert not (trained & tool_pos)
         with_tools += bool(tool_pos)
         rev = encode_conversation(conv, tokenizer, strategy="reverse", method=method, max_length=100_000)
-        text = tokenizer.decode([t for t, lab in zip(rev["input_ids"], rev["labels"], strict=True) if lab != -100])
+        text = tokenizer.decode([t for t, lab in zip(rev["input_ids"], rev["labels"], strict=True) if lab != IGNORE_INDEX])
         assert "<|im_start|>tool" not in text and "<|im_start|>user" in text
     assert with_tools >= 10
 
@@ -280,7 +280,7 @@ def test_templates_without_a_tool_role_get_tool_turns_folded_and_counted(tokeniz
     assert out[0] == [U("q"), A("call"), U("r1\n\nr2"), A("final")] and out[1] == convs[1]
     assert fit_to_template(convs, tokenizer) == (convs, 0)  # chatml has a tool role: unchanged
     feats = encode_conversation(out[0], tok)
-    trained = tok.decode([t for t, lab in zip(feats["input_ids"], feats["labels"], strict=True) if lab != -100])
+    trained = tok.decode([t for t, lab in zip(feats["input_ids"], feats["labels"], strict=True) if lab != IGNORE_INDEX])
     assert "r1" not in trained and "final" in trained
     assert fold_tool_turns([U("q"), A("c"), T("r"), U("next"), A("a")])[0] == [U("q"), A("c"), U("r\n\nnext"), A("a")]
 

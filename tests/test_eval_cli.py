@@ -7,8 +7,8 @@ import json
 import pytest
 
 from sftlab.errors import SftlabError
+from sftlab.eval.bridge import evaluate
 from sftlab.eval.generate import GenerationConfig, resolve_dtype
-from sftlab.eval.ifeval import evaluate
 
 RESULT_FIELDS = ["instruction_id_list", "prompt", "response", "follow_all_instructions", "follow_instruction_list"]
 
@@ -204,7 +204,7 @@ def test_sample_offset_is_recorded_and_guards_resume(tiny_model_dir, ifeval_dir,
 
 def test_resume_guard_reads_a_record_without_sample_offset_as_offset_0(tmp_path):
     """generation.json written before --sample-offset existed: resuming it unchanged still works."""
-    from sftlab.eval.ifeval import _check_resume_settings
+    from sftlab.eval.bridge import _check_resume_settings
 
     old = {"model": "m", "max_new_tokens": 6, "dtype": "float32"}
     (tmp_path / "generation.json").write_text(json.dumps(old), encoding="utf-8")
@@ -216,7 +216,7 @@ def test_resume_guard_reads_a_record_without_sample_offset_as_offset_0(tmp_path)
 
 
 def test_eval_settings_sample_offset_and_records_made_before_it(tmp_path, monkeypatch):
-    import sftlab.eval.ifeval
+    import sftlab.eval.bridge
     from sftlab.errors import ConfigError
     from sftlab.experiment.stages import EvalSettings, guard_settings, run_eval
     from sftlab.experiment.sweep import _manifest_identity
@@ -245,6 +245,6 @@ def test_eval_settings_sample_offset_and_records_made_before_it(tmp_path, monkey
     assert _manifest_identity({"eval": old_block}) != _manifest_identity({"eval": second.to_dict()})
     # run and sweep stages hand the offset to the evaluation
     seen = {}
-    monkeypatch.setattr(sftlab.eval.ifeval, "evaluate", lambda model, out, **kw: seen.update(kw) or {})
+    monkeypatch.setattr(sftlab.eval.bridge, "evaluate", lambda model, out, **kw: seen.update(kw) or {})
     run_eval("m", tmp_path / "ev", second)
     assert (seen["sample"], seen["seed"], seen["sample_offset"]) == (100, 0, 100)

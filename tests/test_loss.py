@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from sftlab.errors import SftlabError
 from sftlab.train.loss import (
+    IGNORE_INDEX,
     chunked_cross_entropy_loss,
     chunked_loss_for_model,
     compute_loss_from_logits,
@@ -46,8 +47,8 @@ def oracle(h: torch.Tensor, w: torch.Tensor, labels: torch.Tensor, divisor=None,
         logits = logits + bias.double()
     v = logits.shape[-1]
     y = labels[..., 1:].reshape(-1)
-    total = F.cross_entropy(logits[..., :-1, :].reshape(-1, v), y, ignore_index=-100, reduction="sum")
-    n = (y != -100).sum() if divisor is None else divisor
+    total = F.cross_entropy(logits[..., :-1, :].reshape(-1, v), y, ignore_index=IGNORE_INDEX, reduction="sum")
+    n = (y != IGNORE_INDEX).sum() if divisor is None else divisor
     return total / n
 
 
@@ -56,7 +57,7 @@ def random_problem(batch=3, seq=13, hidden=16, vocab=97, p_mask=0.35, seed=0, dt
     h = torch.randn(batch, seq, hidden, generator=g).to(dtype)
     w = (torch.randn(vocab, hidden, generator=g) * 0.7).to(dtype)
     labels = torch.randint(0, vocab, (batch, seq), generator=g)
-    labels[torch.rand(batch, seq, generator=g) < p_mask] = -100
+    labels[torch.rand(batch, seq, generator=g) < p_mask] = IGNORE_INDEX
     return h, w, labels
 
 
@@ -83,7 +84,7 @@ def assert_matches_oracle(fn, h, w, labels, divisor=None, atol=1e-5):
 @pytest.mark.parametrize("batch,seq", [(1, 9), (3, 13)])
 def test_reference_loss_matches_float64_oracle(batch, seq):
     h, w, labels = random_problem(batch, seq)
-    assert (labels[:, 1:] == -100).any() and (labels[:, 1:] != -100).any()
+    assert (labels[:, 1:] == IGNORE_INDEX).any() and (labels[:, 1:] != IGNORE_INDEX).any()
     assert_matches_oracle(lambda a, b: cross_entropy_loss(a @ b.t(), labels), h, w, labels)
 
 
@@ -145,7 +146,7 @@ def test_chunked_loss_with_bias_matches_oracle():
 @pytest.mark.parametrize("kind", ["reference", "chunked"])
 def test_num_items_in_batch_is_the_exact_divisor(kind):
     h, w, labels = random_problem(2, 12, seed=5)
-    count = int((labels[:, 1:] != -100).sum())
+    count = int((labels[:, 1:] != IGNORE_INDEX).sum())
 
     def loss_fn(n):
         if kind == "reference":
@@ -167,7 +168,7 @@ def test_empty_batches_give_finite_zero_and_zero_grads(kind, case):
     h, w, labels = random_problem(2, 8, seed=6, p_mask=0.0)
     n = None
     if case.startswith("all_masked"):
-        labels = torch.full_like(labels, -100)
+        labels = torch.full_like(labels, IGNORE_INDEX)
         n = 7 if case == "all_masked_with_count" else None  # another micro-batch had the targets
     else:
         n = torch.tensor(0)
@@ -192,7 +193,7 @@ def test_low_precision_inputs_are_computed_in_float32():
     logits = (h.double() @ w.double().t()).to(torch.bfloat16)
     got = cross_entropy_loss(logits, labels)
     want = F.cross_entropy(
-        logits[:, :-1].double().reshape(-1, w.shape[0]), labels[:, 1:].reshape(-1), ignore_index=-100
+        logits[:, :-1].double().reshape(-1, w.shape[0]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
     )
     assert got.dtype == torch.float32
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-5)
@@ -203,7 +204,7 @@ def test_gradcheck_passes_in_float64(kind):
     """float64 inputs are computed in float64, so finite differences can check the analytic gradients."""
     h, w, labels = random_problem(batch=2, seq=5, hidden=4, vocab=7, p_mask=0.3, seed=11, dtype=torch.float64)
     bias = torch.randn(7, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    assert (labels[:, 1:] != -100).sum() >= 3
+    assert (labels[:, 1:] != IGNORE_INDEX).sum() >= 3
 
     def loss(a, b, c):
         if kind == "reference":
@@ -257,7 +258,7 @@ def toy_examples() -> list[dict[str, list[int]]]:
     out = []
     for length, n_prompt in ((6, 4), (9, 4), (16, 6), (26, 5)):
         ids = torch.randint(1, TINY["vocab_size"], (length,), generator=g).tolist()
-        labels = [-100] * n_prompt + ids[n_prompt:]
+        labels = [IGNORE_INDEX] * n_prompt + ids[n_prompt:]
         out.append({"input_ids": ids, "labels": labels, "attention_mask": [1] * length})
     return out
 
@@ -270,7 +271,7 @@ def collate(examples):
 
     return {
         "input_ids": pad("input_ids", 0),
-        "labels": pad("labels", -100),
+        "labels": pad("labels", IGNORE_INDEX),
         "attention_mask": pad("attention_mask", 0),
     }
 
@@ -365,7 +366,7 @@ def test_make_compute_loss_follows_the_trainer_contract():
 
     model = tiny_llama()
     batch = collate(toy_examples())
-    n = int((batch["labels"][:, 1:] != -100).sum())
+    n = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
     def fake_trainer(processes, metrics=None):
         args = SimpleNamespace(average_tokens_across_devices=True, n_gpu=1, prediction_loss_only=False)
@@ -466,13 +467,13 @@ def manual_grads(per_sequence_mean: bool) -> dict:
     targets, or (per_sequence_mean) the mean over sequences of each sequence's own mean."""
     model = tiny_llama()
     rows = toy_examples()
-    total = sum(sum(t != -100 for t in r["labels"][1:]) for r in rows)
+    total = sum(sum(t != IGNORE_INDEX for t in r["labels"][1:]) for r in rows)
     for r in rows:
         ids = torch.tensor([r["input_ids"]])
         logits = model(input_ids=ids).logits[0, :-1].double()
         y = torch.tensor(r["labels"][1:])
-        s = F.cross_entropy(logits, y, ignore_index=-100, reduction="sum")
-        n = int((y != -100).sum())
+        s = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX, reduction="sum")
+        n = int((y != IGNORE_INDEX).sum())
         (s / (n * len(rows)) if per_sequence_mean else s / total).backward()
     return param_grads(model)
 
@@ -515,7 +516,7 @@ DDP_WORKER = textwrap.dedent(
     ddp = torch.nn.parallel.DistributedDataParallel(model)
     batches = json.loads(batches)
     mine = {k: torch.tensor(v) for k, v in batches[rank].items()}
-    total = sum(sum(t != -100 for row in b["labels"] for t in row[1:]) for b in batches)
+    total = sum(sum(t != IGNORE_INDEX for row in b["labels"] for t in row[1:]) for b in batches)
     # What the Trainer does: global target count, loss times the number of processes.
     loss = chunked_loss_for_model(ddp, mine, num_items_in_batch=torch.tensor(total), chunk_size=3) * world
     loss.backward()
@@ -574,8 +575,8 @@ def weighted_oracle(h, w, labels, weights, divisor=None):
     logits = h.double() @ w.double().t()
     v = logits.shape[-1]
     y = labels[..., 1:].reshape(-1)
-    per = F.cross_entropy(logits[..., :-1, :].reshape(-1, v), y, ignore_index=-100, reduction="none")
-    n = (y != -100).sum() if divisor is None else divisor
+    per = F.cross_entropy(logits[..., :-1, :].reshape(-1, v), y, ignore_index=IGNORE_INDEX, reduction="none")
+    n = (y != IGNORE_INDEX).sum() if divisor is None else divisor
     return (per * weights[..., 1:].reshape(-1).double()).sum() / n
 
 
@@ -583,14 +584,14 @@ def random_weights(labels, seed=3):
     g = torch.Generator().manual_seed(seed)
     wts = torch.rand(labels.shape, generator=g) * 3
     wts[torch.rand(labels.shape, generator=g) < 0.2] = 0.0  # weight 0 on some targets
-    return torch.where(labels == -100, torch.zeros_like(wts), wts)
+    return torch.where(labels == IGNORE_INDEX, torch.zeros_like(wts), wts)
 
 
 @pytest.mark.parametrize("kind", ["reference", "chunked"])
 def test_weighted_loss_matches_float64_oracle_and_all_ones_is_the_plain_loss(kind):
     h, w, labels = random_problem(3, 13, seed=9)
     wts = random_weights(labels)
-    count = int((labels[:, 1:] != -100).sum())
+    count = int((labels[:, 1:] != IGNORE_INDEX).sum())
 
     def fn(weights, n=None):
         if kind == "reference":
@@ -616,7 +617,7 @@ def weighted_examples() -> list[dict]:
     g = torch.Generator().manual_seed(5)
     rows = []
     for ex in toy_examples():
-        wts = [0.0 if lab == -100 else round(float(torch.rand((), generator=g)) * 3, 3) for lab in ex["labels"]]
+        wts = [0.0 if lab == IGNORE_INDEX else round(float(torch.rand((), generator=g)) * 3, 3) for lab in ex["labels"]]
         rows.append({**ex, "weights": wts})
     return rows
 
@@ -665,9 +666,9 @@ def test_weighted_gradient_accumulation_matches_one_big_batch_through_trainer(tm
     # Oracle: one unpadded sequence at a time, sum(weight * nll) over all targets / number of targets.
     model = tiny_llama()
     rows = weighted_examples()
-    total = sum(sum(t != -100 for t in r["labels"][1:]) for r in rows)
+    total = sum(sum(t != IGNORE_INDEX for t in r["labels"][1:]) for r in rows)
     for r in rows:
         logits = model(input_ids=torch.tensor([r["input_ids"]])).logits[0, :-1].double()
-        per = F.cross_entropy(logits, torch.tensor(r["labels"][1:]), ignore_index=-100, reduction="none")
+        per = F.cross_entropy(logits, torch.tensor(r["labels"][1:]), ignore_index=IGNORE_INDEX, reduction="none")
         ((per * torch.tensor(r["weights"][1:], dtype=torch.float64)).sum() / total).backward()
     assert_grads_close(big, param_grads(model), atol=1e-5, rtol=1e-4)

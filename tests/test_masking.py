@@ -344,7 +344,7 @@ def _oracle_golden(tok, samples_path: Path, strategy: str, max_length: int, pad:
             f = chatml_oracle(tok, msgs, {"assistant"} if strategy == "assistant" else {"user"})
             f = {k: v[:max_length] for k, v in f.items()}
             extra = max_length - len(f["input_ids"])
-            f = {"input_ids": f["input_ids"] + [pad] * extra, "labels": f["labels"] + [-100] * extra,
+            f = {"input_ids": f["input_ids"] + [pad] * extra, "labels": f["labels"] + [IGNORE_INDEX] * extra,
                  "attention_mask": f["attention_mask"] + [0] * extra}
             rows.append({"id": s["id"], "features": f})
         out[split] = rows

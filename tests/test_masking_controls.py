@@ -326,9 +326,14 @@ def test_train_config_keys(tokenizer_dir, tmp_path):
 
 
 def test_cli_masking_choices_are_the_strategies():
-    from sftlab.cli.preprocess import MASKING_CHOICES
+    from sftlab.cli import build_parser
 
-    assert MASKING_CHOICES == STRATEGIES
+    def choices(command: str, option: str):
+        sub = next(a for a in build_parser()._actions if a.dest == "command").choices[command]
+        return tuple(next(a for a in sub._actions if option in a.option_strings).choices)
+
+    for command, option in (("preprocess", "--masking"), ("inspect", "--masking"), ("check-masking", "--strategy")):
+        assert choices(command, option) == STRATEGIES == ("assistant", "reverse", "last_assistant")
 
 
 # ----------------------------------------------------------------------------- check-masking goldens

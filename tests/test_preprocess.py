@@ -139,6 +139,31 @@ def test_damaged_or_foreign_cache_is_detected_and_rebuilt(tokenizer, tokenizer_d
 # ----------------------------------------------------------------------------- the command
 
 
+def _command_parser(command: str):
+    from sftlab.cli import build_parser
+
+    return next(a for a in build_parser(command)._actions if a.dest == "command").choices[command]
+
+
+def test_cli_defaults_are_the_config_defaults():
+    """`sftlab preprocess` (and `inspect`, which masks the same way) without options preprocesses
+    exactly as a PreprocessConfig left at its defaults, and the help states those defaults."""
+    import dataclasses
+
+    base = PreprocessConfig(data="d.jsonl", tokenizer="t")
+    cli_fields = ["chat_template", "conversation_field", "masking", "train_on_eos", "train_on_role_header",
+                  "max_length", "truncation", "max_rounds", "strict"]
+    for command, extra in (("preprocess", ["--output-dir", "o"]), ("inspect", [])):
+        parser = _command_parser(command)
+        args = parser.parse_args(["--data", "d.jsonl", "--tokenizer", "t", *extra])
+        for name in cli_fields + (["max_samples", "sample_seed", "num_proc"] if command == "preprocess" else []):
+            assert getattr(args, name) == getattr(base, name), (command, name)
+    help_text = " ".join(_command_parser("preprocess").format_help().split())
+    assert f"(default {base.max_length})" in help_text and f"(default {base.num_proc})" in help_text
+    assert f"(default: {base.conversation_field};" in help_text
+    assert {f.name for f in dataclasses.fields(PreprocessConfig)} >= set(cli_fields)
+
+
 def test_cli_prints_stats_and_skip_summary(tokenizer_dir, data_file, tmp_path, capsys):
     rc = main(["preprocess", "--data", str(data_file), "--tokenizer", str(tokenizer_dir), "--chat-template", "chatml",
                "--max-length", "64", "--output-dir", str(tmp_path / "o"), "--num-proc", "1", "--no-progress"])

@@ -157,7 +157,7 @@ def test_run_resumes_with_the_same_config_and_refuses_a_changed_one(run_config, 
     def stop(*args, **kwargs):
         raise StageReached
 
-    monkeypatch.setattr(sftlab.experiment.run, "run_eval", stop)
+    monkeypatch.setattr(sftlab.experiment.run, "run_evals", stop)
     out = tmp_path / "exp"
     with pytest.raises(StageReached):
         run_experiment(load_run_config(run_config))

@@ -257,7 +257,7 @@ def test_sweep_resumes_with_the_same_settings_and_refuses_changed_ones(tmp_path,
     def stop(*args, **kwargs):
         raise StageReached
 
-    monkeypatch.setattr(sftlab.experiment.sweep, "run_eval", stop)
+    monkeypatch.setattr(sftlab.experiment.sweep, "run_evals", stop)
     data = write_conversations(tmp_path / "c.jsonl", n=4)
     out = tmp_path / "o"
     p = _write(tmp_path, {"base": tiny_train_config(tiny_model_dir, data), "grid": {"learning_rate": [1e-3, 2e-3]},

@@ -378,6 +378,7 @@ def test_packed_rows_attend_only_within_their_conversation(tiny_model_dir):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from sftlab.prep.masking_parts import IGNORE_INDEX
     from sftlab.train.collate import PackedCollator, pack_examples
 
     g = torch.Generator().manual_seed(0)
@@ -389,7 +390,7 @@ def test_packed_rows_attend_only_within_their_conversation(tiny_model_dir):
     assert sorted(len(r["input_ids"]) for r in rows) == [7, 14]  # 9+5 share a row, 7 alone
     for r in rows:
         starts = [i for i, p in enumerate(r["position_ids"]) if p == 0]
-        assert all(r["labels"][s] == -100 for s in starts)  # never a target across a boundary
+        assert all(r["labels"][s] == IGNORE_INDEX for s in starts)  # never a target across a boundary
     batch = PackedCollator(pad_token_id=0)(rows)
     assert "attention_mask" not in batch and int(batch.pop("num_real_tokens")) == 21
 

@@ -43,3 +43,13 @@ class DataError(SftlabError):
         if field is not None:
             where += f": field '{field}'"
         super().__init__(f"{where}: {message}")
+
+
+def check_choice(key: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``choices``.
+
+    Every choice set (masking strategy, truncation, loss, padding, dtype...) is checked through this
+    one function, so a wrong value reads the same wherever it was written.
+    """
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}{suggest(str(value), choices)}")

@@ -41,7 +41,10 @@ LOCK = ".sftlab-train.lock"
 # -------------------------------------------------------------------------------------- preprocess
 
 CACHE_MANIFEST = "manifest.json"  # written last into a cache folder: lists every file and checksum
+CACHE_DATA = "data"  # the Arrow dataset inside a cache folder
 STATS = "stats.json"
+#: Self-distilled replies under ``$SFTLAB_CACHE``: ``replies/<key>/responses.jsonl``.
+REPLIES_CACHE = "replies"
 
 # ------------------------------------------------------------------------------------------- eval
 
@@ -84,6 +87,12 @@ def safe_name(text: str, max_len: int = 96) -> str:
     if len(s) > max_len:
         s = s[: max_len - 9].rstrip("-_.") + "-" + stable_hash(text, 8)
     return s
+
+
+def eval_dir_name(name: str, benchmark: str) -> str:
+    """An evaluation directory of one benchmark: IFEval keeps the plain name (``baseline_eval``, as
+    before benchmarks existed, so old experiments resume), another is suffixed (``baseline_eval_ifbench``)."""
+    return name if benchmark == "ifeval" else f"{name}_{benchmark}"
 
 
 def loss_plot_name(run: str) -> str:
@@ -206,6 +215,9 @@ class SweepRunDir:
     def eval(self) -> EvalDir:
         return EvalDir(self.root / EVAL)
 
+    def eval_for(self, benchmark: str) -> EvalDir:
+        return EvalDir(self.root / eval_dir_name(EVAL, benchmark))
+
     @property
     def done(self) -> Path:
         return self.root / DONE
@@ -231,6 +243,9 @@ class SweepDir:
     @property
     def baseline(self) -> EvalDir:
         return EvalDir(self.root / BASELINE_EVAL)
+
+    def baseline_for(self, benchmark: str) -> EvalDir:
+        return EvalDir(self.root / eval_dir_name(BASELINE_EVAL, benchmark))
 
     @property
     def report(self) -> ReportDir:
@@ -270,6 +285,12 @@ class RunDir:
     @property
     def finetuned(self) -> EvalDir:
         return EvalDir(self.root / FINETUNED_EVAL)
+
+    def baseline_for(self, benchmark: str) -> EvalDir:
+        return EvalDir(self.root / eval_dir_name(BASELINE_EVAL, benchmark))
+
+    def finetuned_for(self, benchmark: str) -> EvalDir:
+        return EvalDir(self.root / eval_dir_name(FINETUNED_EVAL, benchmark))
 
     @property
     def report(self) -> ReportDir:

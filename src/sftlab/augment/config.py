@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sftlab.augment.catalogue import CATALOGUE, LEFT_OUT
-from sftlab.errors import ConfigError, suggest
+from sftlab.errors import ConfigError, check_choice, suggest
 
 AUGMENT_VERSION = 1
 """Bumped whenever the catalogue or the construction changes, so cached augmented data is rebuilt."""
@@ -56,8 +56,10 @@ class AugmentConfig:
         if isinstance(self.holdout_types, str):
             self.holdout_types = [t for t in self.holdout_types.split(",") if t.strip()]
         self.holdout_types = list(self.holdout_types or [])
-        if not isinstance(self.max_instructions, int) or not 1 <= self.max_instructions <= 3:
-            raise ConfigError(f"augment max_instructions must be 1, 2 or 3, got {self.max_instructions!r}")
+        if not isinstance(self.max_instructions, int) or self.max_instructions not in INSTRUCTION_COUNTS:
+            *most, last = INSTRUCTION_COUNTS
+            raise ConfigError(f"augment max_instructions must be {', '.join(map(str, most))} or {last}, "
+                              f"got {self.max_instructions!r}")
         if isinstance(self.ratio, bool) or not isinstance(self.ratio, int | float) or not 0.0 <= self.ratio <= 1.0:
             raise ConfigError(f"augment ratio must be a number from 0 to 1 (fraction augmented), got {self.ratio!r}")
         if not isinstance(self.ngram, int) or isinstance(self.ngram, bool) or self.ngram < 3:
@@ -66,8 +68,7 @@ class AugmentConfig:
             raise ConfigError(f"augment seed must be an integer, got {self.seed!r}")
         if not isinstance(self.strip_openers, bool):
             raise ConfigError(f"augment strip_openers must be true or false, got {self.strip_openers!r}")
-        if self.replies not in REPLY_SOURCES:
-            raise ConfigError(f"augment replies must be one of {', '.join(REPLY_SOURCES)}, got {self.replies!r}")
+        check_choice("augment replies", self.replies, REPLY_SOURCES)
         check_reply_max_new_tokens(self.reply_max_new_tokens)
         # Validate names now: a typo must fail before any work is done.
         self.active_types()
@@ -153,6 +154,9 @@ def check_reply_max_new_tokens(n: Any) -> None:
 
 REPLY_SOURCES = ("dataset", "model")
 """``replies``: keep the dataset's replies, or let the model answer the prompts itself (:mod:`sftlab.augment.replies`)."""
+
+INSTRUCTION_COUNTS = (1, 2, 3)
+"""How many instructions one conversation may get: ``max_instructions`` (``sftlab augment --max-instructions``)."""
 
 KINDS = ("transform", "relabel")
 """Names ``type_weights`` accepts besides instruction types: every entry of that kind."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sftlab.augment.catalogue import CATALOGUE, conflicts
 from sftlab.augment.config import AugmentConfig
@@ -27,6 +27,9 @@ from sftlab.augment.stats import (
 )
 from sftlab.augment.text import strip_opener
 from sftlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sftlab.data import LoadResult
 
 MAX_ATTEMPTS = 3
 """Instruction sets tried per conversation before it is kept plain (each try is counted per type)."""
@@ -185,7 +188,7 @@ def augment_conversations(
     return records, stats
 
 
-def augment_loaded(loaded: Any, cfg: AugmentConfig, *, progress: bool = False) -> AugmentStats:
+def augment_loaded(loaded: LoadResult, cfg: AugmentConfig, *, progress: bool = False) -> AugmentStats:
     """Augment a :class:`sftlab.data.LoadResult` in place: the one call the training pipeline needs.
 
     Replaces ``loaded.conversations`` and ``loaded.ids`` by the augmented and plain conversations

@@ -25,10 +25,16 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from sftlab import layout
 from sftlab.augment.config import check_reply_max_new_tokens
 from sftlab.utils import stable_hash
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer
+
+    from sftlab.data import LoadResult
 
 SKIP_MULTI_TURN = "not a single user turn"
 SKIP_PROMPT_TOO_LONG = "prompt leaves no room for the reply"
@@ -94,7 +100,7 @@ def model_identity(spec: str) -> dict[str, Any]:
     return ident
 
 
-def reply_settings(model_spec: str, tokenizer: Any, max_new_tokens: int, dtype: str = "auto") -> dict[str, Any]:
+def reply_settings(model_spec: str, tokenizer: Tokenizer, max_new_tokens: int, dtype: str = "auto") -> dict[str, Any]:
     """What decides the answers: the model's identity and the generation settings. It names the reply
     cache and goes into the preprocessing cache key, so new weights mean new answers."""
     from sftlab.eval.generate import resolve_dtype
@@ -107,10 +113,10 @@ def cache_file(settings: dict[str, Any]) -> Path:
     """``$SFTLAB_CACHE/replies/<key>/responses.jsonl`` for these :func:`reply_settings`."""
     from sftlab.models.gguf_cache import cache_root
 
-    return cache_root() / "replies" / stable_hash(settings, length=20) / "responses.jsonl"
+    return cache_root() / layout.REPLIES_CACHE / stable_hash(settings, length=20) / layout.RESPONSES
 
 
-def self_distill(loaded: Any, model_spec: str, tokenizer: Any, *, max_length: int, max_new_tokens: int,
+def self_distill(loaded: LoadResult, model_spec: str, tokenizer: Tokenizer, *, max_length: int, max_new_tokens: int,
                  dtype: str = "auto", progress: bool = True) -> ReplyStats:
     """Replace the replies of ``loaded`` (a :class:`sftlab.data.LoadResult`) by ``model_spec``'s own
     greedy answers, in place; dropped conversations are removed and counted. Records the statistics

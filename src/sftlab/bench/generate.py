@@ -12,7 +12,8 @@
    time and earns nothing. The baseline is transformers' ``generate()`` in static float32 batches
    of 16 (sftlab's ``--engine static --dtype float32 --batch-size 16``); the new side is
    ``sftlab eval``'s defaults. With ``llama-cpp-python`` installed, llama.cpp runs the same GGUF one
-   prompt at a time on the same rendered prompts (``real_llamacpp_*``).
+   prompt at a time on the same rendered prompts (``real_llamacpp_*``). ``benchmark="ifbench"``
+   (``sftlab bench --eval-benchmark ifbench``) takes IFBench's prompts instead (longer WildChat prompts).
 """
 
 from __future__ import annotations
@@ -38,11 +39,17 @@ def shared_dir() -> Path:
     raise SftlabError("cannot find the shared assets folder; set SFTLAB_SHARED")
 
 
-def load_prompts(n: int, seed: int = 0) -> list[str]:
-    """The first ``n`` of the prompts ``sftlab eval --sample n --seed seed`` scores (same selection)."""
-    from sftlab.eval.ifeval import sample_order
+#: The offline inputs of each benchmark, under the shared assets folder.
+PROMPT_FILES = {"ifeval": ("ifeval", "input_data.jsonl"), "ifbench": ("ifbench", "IFBench_test.jsonl")}
 
-    path = shared_dir() / "ifeval" / "input_data.jsonl"
+
+def load_prompts(n: int, seed: int = 0, benchmark: str = "ifeval") -> list[str]:
+    """The first ``n`` of the prompts ``sftlab eval --benchmark B --sample n --seed seed`` scores (same selection)."""
+    from sftlab.eval.inputs import sample_order
+    from sftlab.eval.tasks import get_task
+
+    get_task(benchmark)  # an unknown name: the one-line error
+    path = shared_dir().joinpath(*PROMPT_FILES[benchmark])
     with open(path, encoding="utf-8") as f:
         prompts = [json.loads(line)["prompt"] for line in f if line.strip()]
     return [prompts[i] for i in sample_order(len(prompts), min(n, len(prompts)), seed)]
@@ -78,14 +85,15 @@ def _as_dtype(model, dtype: str):
 
 def run(quick: bool = False, n_prompts: int = 32, max_new_tokens: int = 128, batch_size: int = 16,
         real_prompts: int = 32, real_max_new_tokens: int = 256, real: bool = True,
-        synthetic: bool = True) -> dict[str, Any]:
-    """``synthetic=False`` measures only the real workload (``sftlab bench --eval-only``)."""
+        synthetic: bool = True, real_benchmark: str = "ifeval") -> dict[str, Any]:
+    """``synthetic=False`` measures only the real workload (``sftlab bench --eval-only``), on
+    ``real_benchmark``'s prompts (``--eval-benchmark``)."""
     if quick:
         n_prompts, max_new_tokens, batch_size = min(n_prompts, 8), min(max_new_tokens, 24), min(batch_size, 8)
         real_prompts, real_max_new_tokens = min(real_prompts, 16), min(real_max_new_tokens, 64)
     res = _run_synthetic(n_prompts, max_new_tokens, batch_size) if synthetic else {}
     if real:
-        res.update(run_real(real_prompts, real_max_new_tokens))
+        res.update(run_real(real_prompts, real_max_new_tokens, benchmark=real_benchmark))
     return res
 
 
@@ -125,8 +133,8 @@ def _run_synthetic(n_prompts: int, max_new_tokens: int, batch_size: int) -> dict
     return res
 
 
-def run_real(n_prompts: int = 32, max_new_tokens: int = 256) -> dict[str, Any]:
-    """The evaluation workload: real IFEval prompts and weights, useful tokens/s (see the module doc)."""
+def run_real(n_prompts: int = 32, max_new_tokens: int = 256, benchmark: str = "ifeval") -> dict[str, Any]:
+    """The evaluation workload: real IFEval (or IFBench) prompts and weights, useful tokens/s (see the module doc)."""
     import sftlab.eval.generate as gen
     from sftlab.errors import SftlabError
     from sftlab.models.loading import GGUF_ALIAS, find_gguf_alias, load_model, load_tokenizer
@@ -137,7 +145,7 @@ def run_real(n_prompts: int = 32, max_new_tokens: int = 256) -> dict[str, Any]:
         return {"real": f"skipped: {e}"}
     tokenizer = load_tokenizer(GGUF_ALIAS)
     model = load_model(GGUF_ALIAS, dtype="float32").eval()
-    prompts = load_prompts(n_prompts)
+    prompts = load_prompts(n_prompts, benchmark=benchmark)
     base, b = gen.generate_responses(model, tokenizer, prompts, gen.GenerationConfig(
         max_new_tokens=max_new_tokens, engine="static", dtype="float32", batch_size=16), progress=False)
     _, f = gen.generate_responses(model, tokenizer, prompts, gen.GenerationConfig(
@@ -147,6 +155,7 @@ def run_real(n_prompts: int = 32, max_new_tokens: int = 256) -> dict[str, Any]:
                                     gen.GenerationConfig(max_new_tokens=max_new_tokens), progress=False)
     del model
     res: dict[str, Any] = {
+        "real_benchmark": benchmark,
         "real_n_prompts": len(prompts),
         "real_max_new_tokens": max_new_tokens,
         "real_static_fp32_b16_tok_per_s": round(b.tokens_per_s, 2),

@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+from sftlab.eval.ifeval import IFEVAL_HUB_ID
+
 REPO = Path(__file__).resolve().parents[3]
 RECIPE = REPO / "configs" / "smollm2-135m-smoltalk.yaml"
 ZERO2 = REPO / "configs" / "deepspeed_zero2.json"
@@ -137,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="model instead of the recipe's (a local directory works offline)")
     p.add_argument("--data", help="training data instead of whatever is local")
-    p.add_argument("--ifeval-data", default=str(SHARED_IFEVAL) if SHARED_IFEVAL.is_file() else "google/IFEval",
-                   help="IFEval inputs for the vLLM eval (default: ../shared/ifeval when present, else google/IFEval)")
+    p.add_argument("--ifeval-data", default=str(SHARED_IFEVAL) if SHARED_IFEVAL.is_file() else IFEVAL_HUB_ID,
+                   help="IFEval inputs for the vLLM eval "
+                        f"(default: ../shared/ifeval when present, else {IFEVAL_HUB_ID})")
     p.add_argument("--max-steps", type=int, default=40, help="training steps (default 40)")
     p.add_argument("--small-batch", action="store_true", help="batch 4 instead of the recipe's 128 (small machines)")
     p.add_argument("--allow-cpu", action="store_true", help="without a GPU, train in fp32 on the CPU instead of skipping")

@@ -71,12 +71,13 @@ def _features(tok, n: int, max_rounds: int | None, max_length: int = MAX_LENGTH)
     """The first ``n`` usable ShareGPT conversations, masked (assistant tokens) and cut at 2048."""
     from sftlab.data import load_conversations
     from sftlab.prep.masking import encode_conversation
+    from sftlab.prep.masking_parts import IGNORE_INDEX
 
     res = load_conversations("sharegpt", max_samples=n * 2, max_rounds=max_rounds)
     feats = []
     for conv in res.conversations:
         f = encode_conversation(conv, tok, max_length=max_length)
-        if any(x != -100 for x in f["labels"][1:]):
+        if any(x != IGNORE_INDEX for x in f["labels"][1:]):
             feats.append(f)
         if len(feats) == n:
             break

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sftlab.cli.preprocess import positive_int
+from sftlab.cli.preprocess import field_default, positive_int, preprocess_defaults
 
 HELP = ("Add verifiable instructions (IFEval's types) to conversations and make the replies satisfy them; "
         "every example is checked by the IFEval scorer before it is written.")
@@ -46,39 +46,49 @@ def _one_line_error(message: str) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from sftlab.augment.config import INSTRUCTION_COUNTS, AugmentConfig
+
+    def A(name: str):  # AugmentConfig's default of a field: A("seed")
+        return field_default(AugmentConfig, name)
+
+    D = preprocess_defaults()
     p.error = _one_line_error  # type: ignore[method-assign]
     p.add_argument("--data", required=True, metavar="SOURCE",
                    help="JSON/JSONL file, a directory of them, 'sharegpt' (bundled ShareGPT V3) or a hub dataset id")
     p.add_argument("--output", required=True, metavar="FILE.jsonl",
                    help="augmented conversations, one JSON object per line; statistics go to FILE.stats.json")
-    p.add_argument("--conversation-field", default="conversations", metavar="FIELD",
-                   help="record field holding the turns (default: conversations; falls back to messages)")
+    p.add_argument("--conversation-field", default=D.conversation_field, metavar="FIELD",
+                   help=f"record field holding the turns (default: {D.conversation_field}; falls back to messages)")
     p.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
                    help="read the first N usable conversations (a random N with --sample-seed)")
     p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
                    help="draw --max-samples at random with this seed instead of taking the first N")
     p.add_argument("--max-rounds", type=positive_int, default=None, metavar="N",
                    help="keep the first N user->assistant rounds of each conversation (the last one is augmented)")
-    p.add_argument("--seed", type=int, default=0, help="seed for choosing types, parameters and wording (default 0)")
-    p.add_argument("--types", type=_names, default=None, metavar="T,...",
+    p.add_argument("--seed", type=int, default=A("seed"),
+                   help=f"seed for choosing types, parameters and wording (default {A('seed')})")
+    p.add_argument("--types", type=_names, default=A("types"), metavar="T,...",
                    help="instruction types to use: full IFEval ids, short names (no_comma) or categories "
                         "(change_case); default: all")
-    p.add_argument("--holdout-types", type=_names, default=[], metavar="T,...",
+    p.add_argument("--holdout-types", type=_names, default=A("holdout_types"), metavar="T,...",
                    help="instruction types never used, to measure transfer to unseen constraint types")
-    p.add_argument("--type-weights", type=_weights, default=None, metavar="NAME=W,...",
+    p.add_argument("--type-weights", type=_weights, default=A("type_weights"), metavar="NAME=W,...",
                    help="relative draw weights by type, category or kind (transform: the reply is rewritten; "
                         "relabel: the instruction fits the reply); matching weights multiply, others weigh 1")
-    p.add_argument("--max-instructions", type=int, choices=(1, 2, 3), default=3, metavar="K",
-                   help="at most K instructions per conversation, 1 to 3 (default 3)")
-    p.add_argument("--ratio", type=_fraction, default=1.0, metavar="R",
-                   help="fraction of conversations that get instructions; the rest are written plain (default 1)")
-    p.add_argument("--ifeval-data", default=None, metavar="FILE_OR_HUB_ID",
+    p.add_argument("--max-instructions", type=int, choices=INSTRUCTION_COUNTS, default=A("max_instructions"),
+                   metavar="K", help=f"at most K instructions per conversation, {min(INSTRUCTION_COUNTS)} to "
+                                     f"{max(INSTRUCTION_COUNTS)} (default {A('max_instructions')})")
+    p.add_argument("--ratio", type=_fraction, default=A("ratio"), metavar="R",
+                   help=f"fraction of conversations that get instructions; the rest are written plain "
+                        f"(default {A('ratio'):g})")
+    p.add_argument("--ifeval-data", default=A("ifeval_data"), metavar="FILE_OR_HUB_ID",
                    help="IFEval inputs for decontamination (e.g. ../shared/ifeval/input_data.jsonl): conversations "
                         "sharing an 8-word sequence with an IFEval prompt are dropped")
-    p.add_argument("--ngram", type=int, default=8, metavar="N", help="decontamination n-gram length in words (default 8)")
+    p.add_argument("--ngram", type=int, default=A("ngram"), metavar="N",
+                   help=f"decontamination n-gram length in words (default {A('ngram')})")
     p.add_argument("--no-decontaminate", action="store_true",
                    help="keep conversations that overlap IFEval prompts (not recommended)")
-    p.add_argument("--strip-openers", action="store_true",
+    p.add_argument("--strip-openers", action="store_true", default=A("strip_openers"),
                    help="remove chatty openings from the replies (\"Sure, here's ...:\", \"Certainly! I'd be happy "
                         "to help.\"): they restate the request, against its own constraints")
     p.add_argument("--replies-from", default=None, metavar="MODEL",
@@ -86,10 +96,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "itself, greedily, and the instructions are fitted to its answers; multi-turn "
                         "conversations and answers that do not end in time are dropped and counted")
     p.add_argument("--reply-max-new-tokens", type=positive_int, default=None, metavar="N",
-                   help="with --replies-from: longest answer in tokens (default: the augment setting's, 256)")
+                   help=f"with --replies-from: longest answer in tokens (default: the augment setting's, "
+                        f"{A('reply_max_new_tokens')})")
     p.add_argument("--max-length", type=positive_int, default=None, metavar="N",
                    help="with --replies-from: prompt plus answer must fit in N tokens, the training max length "
-                        "(default 2048)")
+                        f"(default {D.max_length})")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -131,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if args.replies_from:
         from sftlab.augment.replies import self_distill
 
-        print(self_distill(loaded, args.replies_from, tokenizer, max_length=args.max_length or 2048,
+        print(self_distill(loaded, args.replies_from, tokenizer, max_length=args.max_length or preprocess_defaults().max_length,
                            max_new_tokens=cfg.reply_max_new_tokens, progress=not args.no_progress).format(),
               file=sys.stderr)
     records, stats = augment_conversations(loaded.conversations, cfg, prompts, ids=loaded.ids,

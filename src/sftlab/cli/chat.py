@@ -14,7 +14,11 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel as Model
+    from transformers import PreTrainedTokenizerBase as Tokenizer
 
 HELP = "Chat with a model in the terminal (streamed, multi-turn; /reset, /quit; reads a pipe too)."
 COMMANDS_HELP = "commands: /reset (clear the conversation), /quit (exit)"
@@ -58,7 +62,7 @@ class ChatHistory:
         self.turns = []
 
 
-def render_chat_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+def render_chat_prompt(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> str:
     """The template's text for ``messages`` plus the generation prompt (where the reply starts)."""
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
@@ -71,7 +75,7 @@ class _Printer:
     whole; stop tokens decode to nothing (``skip_special_tokens``).
     """
 
-    def __init__(self, tokenizer: Any, out: TextIO):
+    def __init__(self, tokenizer: Tokenizer, out: TextIO):
         self.tokenizer = tokenizer
         self.out = out
         self.ids: list[int] = []
@@ -98,7 +102,7 @@ class _Printer:
         self.out.flush()
 
 
-def generate_reply(model: Any, tokenizer: Any, prompt: str, *, max_new_tokens: int, temperature: float,
+def generate_reply(model: Model, tokenizer: Tokenizer, prompt: str, *, max_new_tokens: int, temperature: float,
                    stop_ids: list[int], out: TextIO) -> str:
     """Generate one reply to the rendered ``prompt``, streaming it to ``out``; returns its text."""
     import torch
@@ -138,7 +142,7 @@ def _lines(stdin: TextIO, interactive: bool, out: TextIO):
         yield line.rstrip("\r\n")
 
 
-def chat_loop(model: Any, tokenizer: Any, args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> int:
+def chat_loop(model: Model, tokenizer: Tokenizer, args: argparse.Namespace, stdin: TextIO, out: TextIO, err: TextIO) -> int:
     """Read turns from ``stdin`` until ``/quit`` or end of input; stream each reply to ``out``."""
     from sftlab.eval.generate import stop_token_ids
 

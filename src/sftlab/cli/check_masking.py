@@ -16,7 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from sftlab.cli.preprocess import MASKING_CHOICES
+from sftlab.prep.choices import CUT_SIDES, MASKING_METHODS, MASKING_STRATEGIES
+from sftlab.prep.masking_parts import IGNORE_INDEX
 
 HELP = "Check loss masks against a golden file (k/n match per split, first difference), or write one."
 SPLITS = ("single_turn", "multi_turn")
@@ -31,15 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", required=True, metavar="PATH_OR_ID")
     p.add_argument("--chat-template", default=None, metavar="NAME|FILE",
                    help="'chatml', a Jinja file, or the tokenizer's own (default; chatml when it has none)")
-    p.add_argument("--strategy", choices=MASKING_CHOICES, required=True,
+    p.add_argument("--strategy", choices=MASKING_STRATEGIES, required=True,
                    help="masking strategy: assistant, reverse or last_assistant")
     p.add_argument("--no-train-on-eos", dest="train_on_eos", action="store_false",
                    help="leave the end of turn (ChatML: <|im_end|> and its newline) out of the loss")
     p.add_argument("--no-train-on-role-header", dest="train_on_role_header", action="store_false",
                    help="leave the role header (ChatML: <|im_start|>assistant and its newline) out of the loss")
     p.add_argument("--max-length", type=int, default=2048, metavar="N")
-    p.add_argument("--truncation", choices=("right", "left"), default="right")
-    p.add_argument("--method", choices=("fast", "prefix"), default="fast",
+    p.add_argument("--truncation", choices=CUT_SIDES, default="right")
+    p.add_argument("--method", choices=MASKING_METHODS, default="fast",
                    help="masking implementation to check (default fast; prefix is the reference)")
 
 
@@ -96,7 +97,7 @@ def _with_weights(features: dict[str, Any]) -> dict[str, Any]:
     """Features with ``weights``: theirs, or 1.0 on every target and 0.0 elsewhere (what absent means)."""
     if "weights" in features or not isinstance(features.get("labels"), list):
         return features
-    return {**features, "weights": [0.0 if lab == -100 else 1.0 for lab in features["labels"]]}
+    return {**features, "weights": [0.0 if lab == IGNORE_INDEX else 1.0 for lab in features["labels"]]}
 
 
 def _compare(expected: dict, actual: dict, golden: str, where: str) -> tuple | None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer
 
 HELP = "Show one conversation token by token, trained tokens highlighted (colour on a terminal, [[...]] when piped)."
 
@@ -26,7 +29,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="colour output: auto (on a terminal, unless NO_COLOR is set), always or never")
 
 
-def token_pieces(tokenizer: Any, text: str, ids: list[int]) -> list[str]:
+def token_pieces(tokenizer: Tokenizer, text: str, ids: list[int]) -> list[str]:
     """The text each token stands for, so that ``"".join(pieces) == text``.
 
     Uses character offsets (gaps, such as a leading space trimmed from an offset, go to the

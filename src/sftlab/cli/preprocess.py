@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from typing import Any
 
-from sftlab.prep.pipeline import TRUNCATION_CHOICES
+from sftlab.prep.choices import MASKING_STRATEGIES, TRUNCATIONS
 
 HELP = "Normalise and loss-mask conversations into a cached Arrow dataset; print and write statistics."
 
@@ -21,41 +23,62 @@ def positive_int(text: str) -> int:
     return v
 
 
-#: The masking strategies (``sftlab.prep.masking.STRATEGIES``, not imported here to keep start-up light).
-MASKING_CHOICES = ("assistant", "reverse", "last_assistant")
+def field_default(cls: type, name: str) -> Any:
+    """The default of the dataclass field ``name`` of ``cls``.
+
+    An option that fills a config field takes its default (and the default its help names) from that
+    field, as TRL builds its command line from ``SFTConfig``: the command and the YAML key cannot drift
+    apart. The config modules are imported when the command's options are built, not at start-up.
+    """
+    f = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise TypeError(f"{cls.__name__}.{name} has no default")
+
+
+def preprocess_defaults() -> Any:
+    """:class:`~sftlab.prep.pipeline.PreprocessConfig`'s defaults, by field name (``D.max_length``)."""
+    from sftlab.prep.pipeline import PreprocessConfig
+
+    names = [f.name for f in dataclasses.fields(PreprocessConfig) if f.name not in ("data", "tokenizer")]
+    return argparse.Namespace(**{n: field_default(PreprocessConfig, n) for n in names})
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``preprocess`` and ``inspect``: the source and how it is read and masked."""
+    D = preprocess_defaults()
     p.add_argument("--data", required=True, action="append", metavar="SOURCE|SPEC",
                    help="JSON/JSONL/Parquet/CSV file, a directory of JSON/JSONL/Parquet files, 'sharegpt' (bundled ShareGPT V3) or a "
                         "hub dataset id; or a data spec in YAML flow style, e.g. \"{path: alpaca.json, format: alpaca, "
                         "weight: 2}\" or a list of them. Give --data several times to mix sources")
     p.add_argument("--tokenizer", required=True, metavar="PATH_OR_ID",
                    help="tokenizer: local directory, hub id, .gguf file or smollm2-135m-instruct-gguf")
-    p.add_argument("--chat-template", default=None, metavar="NAME|FILE",
+    p.add_argument("--chat-template", default=D.chat_template, metavar="NAME|FILE",
                    help="'chatml', a Jinja file, or the tokenizer's own (default; chatml when it has none)")
-    p.add_argument("--conversation-field", default="conversations", metavar="FIELD",
-                   help="record field holding the turns (default: conversations; falls back to messages)")
-    p.add_argument("--masking", choices=MASKING_CHOICES, default="assistant",
+    p.add_argument("--conversation-field", default=D.conversation_field, metavar="FIELD",
+                   help=f"record field holding the turns (default: {D.conversation_field}; falls back to messages)")
+    p.add_argument("--masking", choices=MASKING_STRATEGIES, default=D.masking,
                    help="train on assistant turns (default), on user turns (reverse) or on the final assistant "
                         "turn only (last_assistant); a message's own train: true/false overrides it")
-    p.add_argument("--no-train-on-eos", dest="train_on_eos", action="store_false",
+    p.add_argument("--no-train-on-eos", dest="train_on_eos", action="store_false", default=D.train_on_eos,
                    help="leave what the template puts after a trained message's content out of the loss "
                         "(ChatML: the end-of-turn token <|im_end|> and the newline after it)")
     p.add_argument("--no-train-on-role-header", dest="train_on_role_header", action="store_false",
+                   default=D.train_on_role_header,
                    help="leave what the template puts before a trained message's content out of the loss "
                         "(ChatML: <|im_start|>assistant and its newline)")
-    p.add_argument("--max-length", type=positive_int, default=2048, metavar="N",
-                   help="truncate sequences to N tokens after masking (default 2048)")
-    p.add_argument("--truncation", choices=TRUNCATION_CHOICES, default="right",
+    p.add_argument("--max-length", type=positive_int, default=D.max_length, metavar="N",
+                   help=f"truncate sequences to N tokens after masking (default {D.max_length})")
+    p.add_argument("--truncation", choices=TRUNCATIONS, default=D.truncation,
                    help="keep the first (right, default) or the last (left) max-length tokens, drop (and "
                         "count) conversations longer than max-length, or drop_augmented: drop only those "
                         "augmentation gave instructions, cut the plain ones on the right")
-    p.add_argument("--max-rounds", type=positive_int, default=None, metavar="N",
+    p.add_argument("--max-rounds", type=positive_int, default=D.max_rounds, metavar="N",
                    help="keep the first N user->assistant rounds of each conversation")
-    p.add_argument("--strict", action="store_true", help="make any skipped record or unknown role an error")
-    p.add_argument("--special-text", choices=("skip", "keep"), default="skip",
+    p.add_argument("--strict", action="store_true", default=D.strict, help="make any skipped record or unknown role an error")
+    p.add_argument("--special-text", choices=("skip", "keep"), default=D.special_text,
                    help="a message whose content holds a special token's text (<|im_end|>) would forge a turn "
                         "boundary: skip such conversations, counted (default), or keep them (the old behaviour)")
 
@@ -87,19 +110,22 @@ def data_value(values: list[str]):
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_arguments(p)
-    p.add_argument("--max-samples", type=positive_int, default=None, metavar="N",
+    D = preprocess_defaults()
+    p.add_argument("--max-samples", type=positive_int, default=D.max_samples, metavar="N",
                    help="keep N conversations: the first N, or a random N with --sample-seed "
                         "(with several --data: the size cap of the mix)")
-    p.add_argument("--sample-seed", type=int, default=None, metavar="SEED",
+    p.add_argument("--sample-seed", type=int, default=D.sample_seed, metavar="SEED",
                    help="draw --max-samples at random with this seed instead of taking the first N "
                         "(with several --data: the seed of the mix)")
-    p.add_argument("--num-proc", type=positive_int, default=2, metavar="N", help="worker processes (default 2)")
+    p.add_argument("--num-proc", type=positive_int, default=D.num_proc, metavar="N",
+                   help=f"worker processes (default {D.num_proc})")
     p.add_argument("--output-dir", required=True, metavar="DIR",
                    help="where the feature cache (DIR/cache/<key>/) and stats.json go")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    from sftlab import layout
     from sftlab.data import format_skips
     from sftlab.prep.pipeline import PreprocessConfig, format_stats, preprocess
 
@@ -126,5 +152,5 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     print(format_stats(s))
     print(f"cache: {'hit' if res.cache_hit else 'built'} {res.cache_dir}")
-    print(f"stats: {res.cache_dir.parent.parent / 'stats.json'}")
+    print(f"stats: {res.cache_dir.parent.parent / layout.STATS}")
     return 0

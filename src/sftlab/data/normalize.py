@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sftlab.errors import SftlabError
 from sftlab.prep.masking_parts import message_flag_problem
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer
 
 #: Optional per-message keys kept through normalisation: ``train`` (bool) overrides the masking
 #: strategy for that message, ``weight`` (number >= 0) scales its loss (see :mod:`sftlab.prep.masking`).
@@ -266,7 +269,7 @@ _PROBE = "sftlab-tool-probe-5d1c"
 _tool_role_cache: dict[str, bool] = {}
 
 
-def template_has_tool_role(tokenizer: Any) -> bool:
+def template_has_tool_role(tokenizer: Tokenizer) -> bool:
     """Whether the tokenizer's chat template renders a ``tool`` message (probed once per template).
 
     A template has none when rendering ``user, assistant, tool, assistant`` raises (templates
@@ -286,7 +289,7 @@ def template_has_tool_role(tokenizer: Any) -> bool:
     return ok
 
 
-def fit_to_template(conversations: list[list[dict[str, str]]], tokenizer: Any) -> tuple[list[list[dict[str, str]]], int]:
+def fit_to_template(conversations: list[list[dict[str, str]]], tokenizer: Tokenizer) -> tuple[list[list[dict[str, str]]], int]:
     """Conversations ready for ``tokenizer``'s template: tool turns folded when it has no tool role.
 
     Returns the conversations (the same list when nothing changes) and the number of folded

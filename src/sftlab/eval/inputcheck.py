@@ -23,10 +23,11 @@ def _params(checker_cls: Any) -> tuple[set[str], bool]:
     return names, any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
 
 
-def check_kwargs(spec: str, lineno: int, ids: list[str], kwargs: list[dict | None], registry: dict[str, Any],
-                 seeded: Any) -> None:
+def check_kwargs(spec: str, lineno: int, ids: list[str], kwargs: list[dict | None], registry: dict[str, Any]) -> None:
     """Every ``kwargs[i]`` fits the checker of ``ids[i]``: known argument names, and values its
-    ``build_description`` accepts (tried once, under ``seeded`` so that no random state moves)."""
+    ``build_description`` accepts (tried once, seeded, so that no caller's random state moves)."""
+    from sftlab.eval.scoring import seeded_checkers
+
     for i, (iid, kw) in enumerate(zip(ids, kwargs, strict=True)):
         given = {k: v for k, v in (kw or {}).items() if v is not None}
         cls = registry[iid]
@@ -37,7 +38,7 @@ def check_kwargs(spec: str, lineno: int, ids: list[str], kwargs: list[dict | Non
                 raise DataError(spec, f"instruction '{iid}' takes no argument '{k}' (takes: {allowed})",
                                 line=lineno, field=f"kwargs[{i}].{k}")
         try:
-            with seeded(0):
+            with seeded_checkers(0):
                 cls(iid).build_description(**given)
         except Exception as e:  # the checker's own refusal (ValueError), a wrong type (TypeError), ...
             text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -5,9 +5,10 @@ Stages, all under the config's ``output_dir``::
     OUTPUT_DIR/
       run_config.yaml       the resolved config this experiment was started with (guards reruns)
       train_config.yaml     the training part (no ``eval:`` block, ``output_dir: OUTPUT_DIR/train``)
-      baseline_eval/        1. ``sftlab eval`` of the config's ``model`` (the base model)
+      baseline_eval/        1. ``sftlab eval`` of the config's ``model`` (the base model) on IFEval
+      baseline_eval_ifbench/   ... and on IFBench, with ``eval: {benchmarks: [ifeval, ifbench]}``
       train/                2. ``sftlab train`` output (model, tokenizer, metrics, summary, checkpoints)
-      finetuned_eval/       3. ``sftlab eval`` of train/
+      finetuned_eval/       3. ``sftlab eval`` of train/ (and finetuned_eval_ifbench/)
       report/               4. ``sftlab report``: report.md, report.html, PNGs, report.json
 
 A finished stage is recognised by the file its writer produces last (``summary.json`` for an
@@ -17,7 +18,9 @@ a message; a half-done stage resumes (training from its last checkpoint, evaluat
 directory never mixes two experiments.
 
 The ``eval:`` block carries ``ifeval_data``, ``limit`` or ``sample`` (+ ``seed``, ``sample_offset``),
-``max_new_tokens``, ``batch_size``, and optionally ``system_prompt``, ``backend`` and ``dtype``.
+``max_new_tokens``, ``batch_size``, and optionally ``system_prompt``, ``backend`` and ``dtype``;
+``benchmarks`` (default ``[ifeval]``) adds others, each with its own block of ``data``, ``limit`` or
+``sample`` (+ ``seed``, ``sample_offset``): ``ifbench: {data: ../shared/ifbench/IFBench_test.jsonl}``.
 """
 
 from __future__ import annotations
@@ -29,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import ConfigError
-from sftlab.eval.ifeval import METRICS
+from sftlab.eval.task import METRICS
+from sftlab.eval.tasks import DEFAULT_BENCHMARK, get_task
 from sftlab.experiment.stages import (
     EvalSettings,
     decontaminate_against,
     guard_settings,
-    run_eval,
+    run_evals,
     run_training,
     validate_train_mapping,
     write_train_config,
@@ -119,10 +123,10 @@ def run_experiment(cfg: RunConfig, *, launcher: str | None = None, report: bool 
     train_cfg_path = cfg.dir.train_config
     write_train_config(train_cfg_path, cfg.train_config(), what="an experiment")
 
-    base_summary = run_eval(str(cfg.train["model"]), cfg.baseline_dir, cfg.eval,
-                            chat_template=cfg.train.get("chat_template"), label="[1/4] baseline")
+    base = run_evals(str(cfg.train["model"]), cfg.dir.baseline_for, cfg.eval,
+                     chat_template=cfg.train.get("chat_template"), label="[1/4] baseline")
     run_training(train_cfg_path, cfg.train_dir, launcher=launcher, label="[2/4] training")
-    ft_summary = run_eval(str(cfg.train_dir), cfg.finetuned_dir, cfg.eval, label="[3/4] fine-tuned")
+    ft = run_evals(str(cfg.train_dir), cfg.dir.finetuned_for, cfg.eval, label="[3/4] fine-tuned")
     report_paths: dict[str, Any] = {}
     if report:
         if _report_is_fresh(cfg):
@@ -134,19 +138,28 @@ def run_experiment(cfg: RunConfig, *, launcher: str | None = None, report: bool 
             log("sftlab: [4/4] writing the report")
             report_paths = write_report(baseline=cfg.baseline_dir, runs=[cfg.output_dir], output_dir=cfg.report_dir)
     train_summary = read_json(cfg.dir.train.summary)
-    return {"baseline": base_summary, "finetuned": ft_summary, "train": train_summary, "report": report_paths,
-            "output_dir": cfg.output_dir, "seconds": time.time() - t0}
+    return {"baseline": base[DEFAULT_BENCHMARK], "finetuned": ft[DEFAULT_BENCHMARK], "train": train_summary,
+            "benchmarks": {b: {"baseline": base[b], "finetuned": ft[b]} for b in cfg.eval.benchmarks},
+            "report": report_paths, "output_dir": cfg.output_dir, "seconds": time.time() - t0}
 
 
 def format_outcome(res: dict[str, Any]) -> str:
-    """The four figures before and after, for the terminal."""
-    b, f = res["baseline"], res["finetuned"]
-    lines = [f"{'IFEval (%)':<16}{'baseline':>10}{'fine-tuned':>12}{'delta':>9}"]
-    for k in METRICS:
-        lines.append(f"{FIGURE_LABELS[k]:<16}{100 * b[k]:>10.1f}{100 * f[k]:>12.1f}{100 * (f[k] - b[k]):>+9.1f}")
-    n = (f.get("counts") or {}).get("prompts")
-    if n:
-        lines.append(f"({n} prompts)")
+    """The four figures before and after, per benchmark, for the terminal."""
+    per = res.get("benchmarks") or {DEFAULT_BENCHMARK: {"baseline": res["baseline"], "finetuned": res["finetuned"]}}
+    lines: list[str] = []
+    for name, pair in per.items():
+        task = get_task(name)
+        b, f = pair["baseline"], pair["finetuned"]
+        if lines:
+            lines.append("")
+        lines.append(f"{task.title + ' (%)':<16}{'baseline':>10}{'fine-tuned':>12}{'delta':>9}")
+        for k in METRICS:
+            mark = "  (headline)" if k == task.headline and len(per) > 1 else ""
+            lines.append(f"{FIGURE_LABELS[k]:<16}{100 * b[k]:>10.1f}{100 * f[k]:>12.1f}"
+                         f"{100 * (f[k] - b[k]):>+9.1f}{mark}")
+        n = (f.get("counts") or {}).get("prompts")
+        if n:
+            lines.append(f"({n} prompts)")
     rep = res.get("report") or {}
     if rep.get("html"):
         lines.append(f"report: {rep['html']}  and  {rep['markdown']}")

@@ -25,13 +25,20 @@ from typing import Any
 import yaml
 
 from sftlab.errors import ConfigError, SftlabError, suggest
+from sftlab.eval.generate import GenerationConfig
+from sftlab.eval.ifeval import IFEVAL_HUB_ID
+from sftlab.eval.tasks import BENCHMARKS, DEFAULT_BENCHMARK, get_task
 from sftlab.layout import EvalDir, TrainDir
 from sftlab.train.config import augment_decontaminated, read_config_file
 from sftlab.utils import atomic_write_json, atomic_write_text, log, read_json
 
 EVAL_KEYS = ("ifeval_data", "limit", "sample", "seed", "sample_offset", "max_new_tokens", "batch_size",
-             "system_prompt", "backend", "dtype")
-DEFAULT_IFEVAL_DATA = "google/IFEval"
+             "system_prompt", "backend", "dtype", "benchmarks")
+#: The keys of a per-benchmark block (``eval: {ifbench: {data: ..., sample: 100}}``): which prompts.
+SELECTION_KEYS = ("data", "limit", "sample", "seed", "sample_offset")
+#: Blocks of benchmarks other than IFEval, whose selection is the top-level keys (as before benchmarks existed).
+BLOCK_BENCHMARKS = tuple(b for b in BENCHMARKS if b != DEFAULT_BENCHMARK)
+_GEN = GenerationConfig()  # the generation defaults: EvalSettings mirrors them instead of restating them
 
 # --------------------------------------------------------------------------------------------
 # The one settings guard
@@ -132,32 +139,46 @@ class EvalSettings:
     field passes through ``extra`` (so a field added there is accepted here without a change).
     """
 
-    ifeval_data: str = DEFAULT_IFEVAL_DATA
+    ifeval_data: str = IFEVAL_HUB_ID
     limit: int | None = None
     sample: int | None = None
     seed: int = 0
     sample_offset: int = 0  # skip this many seeded draws: a second, disjoint set of `sample` prompts
-    max_new_tokens: int = 1024
-    batch_size: int | None = None  # None: the generation engine's memory-aware default
-    system_prompt: str | None = None
-    backend: str = "hf"
-    dtype: str = "auto"  # auto (bf16 where the hardware has it), float32 (exact) or bfloat16
+    max_new_tokens: int = _GEN.max_new_tokens
+    batch_size: int | None = _GEN.batch_size  # None: the generation engine's memory-aware default
+    system_prompt: str | None = _GEN.system_prompt
+    backend: str = _GEN.backend
+    dtype: str = _GEN.dtype  # auto (bf16 where the hardware has it), float32 (exact) or bfloat16
+    # which benchmarks every model is evaluated on; IFEval's prompts are the keys above, another's its block
+    benchmarks: list[str] = field(default_factory=lambda: [DEFAULT_BENCHMARK])
+    blocks: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"ifbench": {"data": ..., "sample": 50}}
     extra: dict[str, Any] = field(default_factory=dict)  # other GenerationConfig fields (e.g. engine)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, where: str = "eval") -> EvalSettings:
         d = dict(d or {})
         d.update(d.pop("extra", None) or {})
-        valid = list(EVAL_KEYS) + [f for f in _generation_fields() if f not in EVAL_KEYS]
-        extra = {}
+        valid = list(EVAL_KEYS) + list(BLOCK_BENCHMARKS) + [f for f in _generation_fields() if f not in EVAL_KEYS]
+        extra, blocks = {}, {}
         for k in list(d):
             if k not in valid:
                 raise ConfigError(f"unknown key '{where}.{k}'{suggest(k, valid)}; valid keys: {', '.join(valid)}")
-            if k not in EVAL_KEYS:
+            if k in BLOCK_BENCHMARKS:
+                blocks[k] = _selection_block(d.pop(k), f"{where}.{k}")
+            elif k not in EVAL_KEYS:
                 extra[k] = d.pop(k)
-        s = cls(**d, extra=extra)
+        s = cls(**d, blocks=blocks, extra=extra)
         s.validate(where)
         return s
+
+    def selection(self, benchmark: str) -> dict[str, Any]:
+        """Which prompts of ``benchmark``: ``data`` (None: the task's hub inputs), ``limit``/``sample``/...."""
+        if benchmark == DEFAULT_BENCHMARK:
+            return {"data": self.ifeval_data, "limit": self.limit, "sample": self.sample, "seed": self.seed,
+                    "sample_offset": self.sample_offset}
+        block = self.blocks.get(benchmark, {})
+        return {"data": block.get("data"), "limit": block.get("limit"), "sample": block.get("sample"),
+                "seed": block.get("seed", 0), "sample_offset": block.get("sample_offset", 0)}
 
     def validate(self, where: str = "eval") -> None:
         if self.limit is not None and self.sample is not None:
@@ -184,10 +205,29 @@ class EvalSettings:
         except SftlabError as e:
             raise ConfigError(f"{where}.dtype: {e}") from None
         self.ifeval_data = str(self.ifeval_data)
+        self._validate_benchmarks(where)
 
-    def generation_config(self):
-        from sftlab.eval.generate import GenerationConfig
+    def _validate_benchmarks(self, where: str) -> None:
+        names = [self.benchmarks] if isinstance(self.benchmarks, str) else self.benchmarks
+        if not isinstance(names, list) or not names or not all(isinstance(b, str) for b in names):
+            raise ConfigError(f"{where}.benchmarks must be a list of benchmark names ({', '.join(BENCHMARKS)}), "
+                              f"got {self.benchmarks!r}")
+        for b in names:
+            if b not in BENCHMARKS:
+                raise ConfigError(f"{where}.benchmarks: unknown benchmark '{b}'{suggest(b, list(BENCHMARKS))}; "
+                                  f"choose from {', '.join(BENCHMARKS)}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}.benchmarks names a benchmark twice: {names}")
+        if DEFAULT_BENCHMARK not in names:
+            raise ConfigError(f"{where}.benchmarks must include {DEFAULT_BENCHMARK} (the report and a sweep's ranking "
+                              f"are IFEval's); list others beside it, e.g. [ifeval, ifbench]")
+        for b in self.blocks:
+            if b not in names:
+                raise ConfigError(f"{where}.{b} is given but '{b}' is not in {where}.benchmarks ({names}); "
+                                  f"add it there or drop the block")
+        self.benchmarks = list(names)
 
+    def generation_config(self) -> GenerationConfig:
         return GenerationConfig(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
                                 system_prompt=self.system_prompt, backend=self.backend, dtype=self.dtype,
                                 **self.extra)
@@ -198,7 +238,15 @@ class EvalSettings:
         d.update(d.pop("extra"))
         if not d["sample_offset"]:
             d.pop("sample_offset")
+        self._benchmarks_to_record(d)
         return d
+
+    def _benchmarks_to_record(self, d: dict[str, Any]) -> None:
+        """IFEval alone is left out of a record (as before benchmarks existed); blocks sit under their names."""
+        blocks = d.pop("blocks")
+        if d["benchmarks"] == [DEFAULT_BENCHMARK]:
+            d.pop("benchmarks")
+        d.update(blocks)
 
     def fingerprint(self) -> dict[str, Any]:
         """What decides the eval's outcome (batch size and engine do not, for greedy decoding)."""
@@ -208,13 +256,41 @@ class EvalSettings:
         d.update({k: v for k, v in extra.items() if k not in ("engine",)})
         if d["sample"] is None:
             d.pop("seed")
+        self._benchmarks_to_record(d)
+        for b in BLOCK_BENCHMARKS:
+            if b in d and d[b].get("sample") is None:
+                d[b] = {k: v for k, v in d[b].items() if k != "seed"}
         return d
+
+
+def _selection_block(block: Any, where: str) -> dict[str, Any]:
+    """A per-benchmark block checked as the top-level keys are: known keys, limit or sample, offsets."""
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where} must be a block of {', '.join(SELECTION_KEYS)}, got {block!r}")
+    for k in block:
+        if k not in SELECTION_KEYS:
+            raise ConfigError(f"unknown key '{where}.{k}'{suggest(k, list(SELECTION_KEYS))}; valid keys: "
+                              f"{', '.join(SELECTION_KEYS)}")
+    out = {k: v for k, v in block.items() if v is not None}
+    if "limit" in out and "sample" in out:
+        raise ConfigError(f"{where}: give either 'limit' or 'sample', not both")
+    for k in ("limit", "sample"):
+        if k in out and (not isinstance(out[k], int) or isinstance(out[k], bool) or out[k] <= 0):
+            raise ConfigError(f"{where}.{k} must be a positive integer, got {out[k]!r}")
+    for k in ("seed", "sample_offset"):
+        if k in out and (not isinstance(out[k], int) or isinstance(out[k], bool) or out[k] < 0):
+            raise ConfigError(f"{where}.{k} must be a non-negative integer, got {out[k]!r}")
+    if out.get("sample_offset") and "sample" not in out:
+        raise ConfigError(f"{where}: 'sample_offset' needs 'sample' (it skips that many seeded draws)")
+    if not out.get("sample_offset"):
+        out.pop("sample_offset", None)
+    if "data" in out:
+        out["data"] = str(out["data"])
+    return out
 
 
 def _generation_fields() -> list[str]:
     import dataclasses
-
-    from sftlab.eval.generate import GenerationConfig
 
     return [f.name for f in dataclasses.fields(GenerationConfig)]
 
@@ -223,24 +299,31 @@ def eval_done(eval_dir: Path) -> bool:
     return EvalDir(Path(eval_dir)).summary.is_file()
 
 
-def run_eval(model: str, eval_dir: Path, settings: EvalSettings, *, chat_template: str | None = None,
-             label: str = "") -> dict:
-    """Evaluate ``model`` into ``eval_dir`` unless it already holds a summary (resumes otherwise)."""
+def run_evals(model: str, dir_for: Callable[[str], EvalDir], settings: EvalSettings, *,
+              chat_template: str | None = None, label: str = "") -> dict[str, dict]:
+    """Evaluate ``model`` on every benchmark of ``settings`` (``dir_for(name)`` its directory): name -> summary."""
+    return {b: run_eval(model, dir_for(b).root, settings, benchmark=b, chat_template=chat_template,
+                        label=label if b == DEFAULT_BENCHMARK else f"{label} ({b})")
+            for b in settings.benchmarks}
+
+
+def run_eval(model: str, eval_dir: Path, settings: EvalSettings, *, benchmark: str = DEFAULT_BENCHMARK,
+             chat_template: str | None = None, label: str = "") -> dict:
+    """Evaluate ``model`` on ``benchmark`` into ``eval_dir`` unless it already holds a summary (resumes otherwise)."""
     ed = EvalDir(Path(eval_dir))
     label = label or str(eval_dir)
     if eval_done(ed.root):
         log(f"sftlab: {label}: evaluation finished earlier, skipping ({ed.summary})")
         return read_json(ed.summary)
-    from sftlab.eval.ifeval import evaluate
+    from sftlab.eval.bridge import evaluate
 
     if ed.responses.is_file():
         log(f"sftlab: {label}: resuming evaluation from {ed.responses}")
     else:
-        log(f"sftlab: {label}: evaluating {model} on IFEval")
+        log(f"sftlab: {label}: evaluating {model} on {get_task(benchmark).title}")
     t0 = time.time()
-    res = evaluate(model, ed.root, ifeval_data=settings.ifeval_data, limit=settings.limit, sample=settings.sample,
-                   seed=settings.seed, sample_offset=settings.sample_offset, gen=settings.generation_config(),
-                   chat_template=chat_template)
+    res = evaluate(model, ed.root, benchmark=benchmark, **settings.selection(benchmark),
+                   gen=settings.generation_config(), chat_template=chat_template)
     log(f"sftlab: {label}: evaluation took {time.time() - t0:.1f} s")
     _free_memory()
     return res

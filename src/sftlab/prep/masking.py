@@ -31,11 +31,13 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sftlab.data import conversation_shape
-from sftlab.errors import ConfigError, SftlabError
+from sftlab.errors import ConfigError, SftlabError, check_choice
+from sftlab.prep.choices import CUT_SIDES, MASKING_METHODS, MASKING_STRATEGIES
 from sftlab.prep.masking_parts import (
+    IGNORE_INDEX,
     content_bounds,
     cuts_fast,
     cuts_reference,
@@ -44,17 +46,16 @@ from sftlab.prep.masking_parts import (
     token_starting_at,
 )
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer
+
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 REVERSE_SYSTEM_PROMPT = "You are a good state predictor."
-#: ``assistant``: every assistant message; ``reverse``: the user messages (see :func:`apply_strategy`);
-#: ``last_assistant``: only the final assistant message.
-STRATEGIES = ("assistant", "reverse", "last_assistant")
-TRUNCATIONS = ("right", "left")
+#: The masking strategies (their one home is :mod:`sftlab.prep.choices`; the short name is for callers).
+STRATEGIES = MASKING_STRATEGIES
 #: Roles never trained on, whatever the strategy: tool output is what a tool returned, not the model.
 NEVER_TRAINED_ROLES = frozenset({"tool"})
-METHODS = ("fast", "prefix")
 
 _warned_templates: set[str] = set()
 
@@ -78,8 +79,6 @@ def _arrange(messages: Sequence[dict[str, Any]], strategy: str) -> tuple[list[in
     """The order in which a strategy renders the messages (indices into ``messages``; ``None`` is the
     inserted :data:`REVERSE_SYSTEM_PROMPT`) and the roles it trains on."""
     order: list[int | None] = list(range(len(messages)))
-    if strategy in ("assistant", "last_assistant"):
-        return order, frozenset({"assistant"})
     if strategy == "reverse":
         if conversation_shape(list(messages)) == "single_turn":
             by_role = {m["role"]: i for i, m in enumerate(messages)}
@@ -88,7 +87,8 @@ def _arrange(messages: Sequence[dict[str, Any]], strategy: str) -> tuple[list[in
         elif messages[0]["role"] != "system":
             order.insert(0, None)
         return order, frozenset({"user"})
-    raise ConfigError(f"unknown masking strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
+    check_choice("masking", strategy, STRATEGIES)  # what is left of them: assistant, last_assistant
+    return order, frozenset({"assistant"})
 
 
 def apply_strategy(messages: Sequence[dict[str, Any]], strategy: str) -> tuple[list[dict[str, str]], frozenset[str]]:
@@ -158,13 +158,13 @@ def _as_ids(out: Any) -> list[int]:
     return list(out)
 
 
-def _template_ids(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[int]:
+def _template_ids(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> list[int]:
     return _as_ids(
         tokenizer.apply_chat_template(list(messages), tokenize=True, add_generation_prompt=False, return_dict=False)
     )
 
 
-def prefix_lengths_reference(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
+def prefix_lengths_reference(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
     """``(full_ids, prefix_lengths)`` by the definition: one template tokenisation per prefix."""
     full_ids = _template_ids(tokenizer, messages)
     lengths = [len(_template_ids(tokenizer, messages[: i + 1])) for i in range(len(messages) - 1)]
@@ -181,7 +181,7 @@ class _TokenizerFacts:
     reason: str = ""
 
 
-def _tokenizer_facts(tokenizer: Any) -> _TokenizerFacts:
+def _tokenizer_facts(tokenizer: Tokenizer) -> _TokenizerFacts:
     cached = getattr(tokenizer, "_sftlab_fast_facts", None)
     if cached is not None:
         return cached
@@ -207,7 +207,7 @@ def _tokenizer_facts(tokenizer: Any) -> _TokenizerFacts:
     return facts
 
 
-def _render_prefixes(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list[str]:
+def _render_prefixes(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> list[str]:
     """The template's text for ``messages[:1]``, ``messages[:2]``, ..., ``messages`` (one batched call)."""
     batch = [list(messages[: i + 1]) for i in range(len(messages))]
     out = tokenizer.apply_chat_template(batch, tokenize=False, add_generation_prompt=False)
@@ -216,7 +216,7 @@ def _render_prefixes(tokenizer: Any, messages: Sequence[dict[str, str]]) -> list
     return list(out)
 
 
-def prefix_lengths_fast(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int], int]:
+def prefix_lengths_fast(tokenizer: Tokenizer, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int], int]:
     """``(full_ids, prefix_lengths, fallback_boundaries)``, equal to :func:`prefix_lengths_reference`.
 
     Renders every prefix once, tokenises the full text once, and reads each prefix's token count
@@ -227,7 +227,7 @@ def prefix_lengths_fast(tokenizer: Any, messages: Sequence[dict[str, str]]) -> t
 
 
 def prefix_lengths_fast_batch(
-    tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]
+    tokenizer: Tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
 ) -> list[tuple[list[int], list[int], int]]:
     """:func:`prefix_lengths_fast` for many conversations with one batched tokenizer call.
 
@@ -239,7 +239,7 @@ def prefix_lengths_fast_batch(
 
 
 def _fast_batch(
-    tokenizer: Any, conversations: Sequence[Sequence[dict[str, str]]]
+    tokenizer: Tokenizer, conversations: Sequence[Sequence[dict[str, str]]]
 ) -> tuple[list[tuple[list[int], list[int], int]], list[list[str]] | None, Any]:
     """:func:`prefix_lengths_fast_batch` plus the rendered prefix texts and the batch encoding
     (``None, None`` when the tokenizer cannot take the fast path at all)."""
@@ -278,7 +278,7 @@ def _fast_batch(
     return results, rendered, enc
 
 
-def _warn_unlocated(tokenizer: Any) -> None:
+def _warn_unlocated(tokenizer: Tokenizer) -> None:
     template = getattr(tokenizer, "chat_template", None) or ""
     key = "unlocated\0" + hashlib.sha256(template.encode()).hexdigest()
     if key not in _warned_templates:
@@ -287,7 +287,7 @@ def _warn_unlocated(tokenizer: Any) -> None:
                        "turn; train_on_role_header/train_on_eos leave those messages' spans whole")
 
 
-def _warn_fallback(tokenizer: Any, reason: str) -> None:
+def _warn_fallback(tokenizer: Tokenizer, reason: str) -> None:
     template = getattr(tokenizer, "chat_template", None) or ""
     key = hashlib.sha256(f"{type(tokenizer).__name__}\0{template}".encode()).hexdigest()
     if key in _warned_templates:
@@ -305,37 +305,20 @@ def _warn_fallback(tokenizer: Any, reason: str) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def labels_from_spans(
-    full_ids: Sequence[int], prefix_lengths: Sequence[int], roles: Sequence[str], trained_roles: frozenset[str]
-) -> list[int]:
-    """-100 everywhere except the spans of trained roles, which copy ``full_ids``."""
-    n = len(full_ids)
-    labels = [IGNORE_INDEX] * n
-    start = 0
-    for end, role in zip(prefix_lengths, roles, strict=True):
-        s, e = min(start, n), min(end, n)
-        if role in trained_roles and role not in NEVER_TRAINED_ROLES and e > s:
-            labels[s:e] = full_ids[s:e]
-        start = end
-    return labels
-
-
 def truncate(features: dict[str, list[int]], max_length: int, side: str) -> dict[str, list[int]]:
-    """Keep the first (``right``) or last (``left``) ``max_length`` tokens of every field alike."""
-    if side not in TRUNCATIONS:
-        raise ConfigError(f"unknown truncation '{side}': use right or left")
+    """Keep the first (``right``) or last (``left``) ``max_length`` tokens of every field alike.
+
+    ``side`` was checked with the other options before encoding (:func:`_validate`).
+    """
     if side == "right":
         return {k: v[:max_length] for k, v in features.items()}
     return {k: v[-max_length:] if len(v) > max_length else v for k, v in features.items()}
 
 
-def _validate(messages: Any, strategy: str, max_length: int, truncation: str, method: str) -> None:
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown masking strategy '{strategy}': use one of {', '.join(STRATEGIES)}")
-    if truncation not in TRUNCATIONS:
-        raise ConfigError(f"unknown truncation '{truncation}': use right or left")
-    if method not in METHODS:
-        raise ConfigError(f"unknown masking method '{method}': use fast or prefix")
+def _validate(messages: Any, max_length: int, truncation: str, method: str) -> None:
+    # The strategy is checked where it is used (:func:`_arrange`), before any conversation is encoded.
+    check_choice("truncation", truncation, CUT_SIDES)
+    check_choice("method", method, MASKING_METHODS)
     if not isinstance(max_length, int) or max_length < 1:
         raise ConfigError(f"max_length must be a positive integer, got {max_length!r}")
     if not isinstance(messages, (list, tuple)) or not messages:
@@ -350,7 +333,7 @@ def _validate(messages: Any, strategy: str, max_length: int, truncation: str, me
 
 def encode_conversation_with_info(
     messages: Sequence[dict[str, Any]],
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     *,
     strategy: str = "assistant",
     max_length: int = 2048,
@@ -368,7 +351,7 @@ def encode_conversation_with_info(
 
 def encode_conversations_with_info(
     conversations: Sequence[Sequence[dict[str, Any]]],
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     *,
     strategy: str = "assistant",
     max_length: int = 2048,
@@ -382,7 +365,7 @@ def encode_conversations_with_info(
     Every conversation is validated before any is encoded, so a bad one fails the batch at once.
     """
     for messages in conversations:
-        _validate(messages, strategy, max_length, truncation, method)
+        _validate(messages, max_length, truncation, method)
     shapes = [conversation_shape(list(m)) for m in conversations]
     plans = [message_plan(m, strategy) for m in conversations]
     rendered_all = [p[0] for p in plans]
@@ -423,7 +406,7 @@ def encode_conversations_with_info(
 
 def encode_conversation(
     messages: Sequence[dict[str, Any]],
-    tokenizer: Any,
+    tokenizer: Tokenizer,
     *,
     strategy: str = "assistant",
     max_length: int = 2048,
@@ -464,7 +447,7 @@ def pad_features(features: dict[str, list[int]], length: int, pad_token_id: int)
     return out
 
 
-def pad_token_id(tokenizer: Any) -> int:
+def pad_token_id(tokenizer: Tokenizer) -> int:
     """The tokenizer's pad token id, else its eos token id."""
     pid = getattr(tokenizer, "pad_token_id", None)
     if pid is None:

@@ -13,8 +13,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase as Tokenizer
+
+#: The label of a token the model is not trained on: what ``torch.nn.functional.cross_entropy`` skips
+#: by default. The one definition; masking, batching, the loss and the reports all import it.
 IGNORE_INDEX = -100
 
 
@@ -22,7 +27,7 @@ _SENTINEL = "sftlab-content-sentinel-7f3a9c"
 
 
 def content_bounds(
-    tokenizer: Any, rendered: Sequence[dict[str, str]], texts: Sequence[str], wanted: Sequence[int]
+    tokenizer: Tokenizer, rendered: Sequence[dict[str, str]], texts: Sequence[str], wanted: Sequence[int]
 ) -> dict[int, tuple[int, int] | None]:
     """Where each wanted message's content starts and ends, in characters of ``texts[i]``.
 
@@ -51,7 +56,7 @@ def content_bounds(
     return out
 
 
-def cuts_reference(tokenizer: Any, texts: Sequence[str], bounds: dict[int, tuple[int, int] | None]):
+def cuts_reference(tokenizer: Tokenizer, texts: Sequence[str], bounds: dict[int, tuple[int, int] | None]):
     """Token positions of the content's start and end: the token count of the text up to there."""
     cuts: dict[int, tuple[int, int]] = {}
     for i, b in bounds.items():

@@ -28,27 +28,32 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sftlab import __version__
-from sftlab.errors import ConfigError, DataError
+from sftlab.errors import ConfigError, DataError, check_choice
+from sftlab.layout import CACHE, CACHE_DATA, CACHE_MANIFEST, STATS
+from sftlab.prep.choices import MASKING_STRATEGIES, TRUNCATIONS
+from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.prep.special_text import SPECIAL_TEXT_CHOICES, drop_forged
 from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
 from sftlab.prep.stats import percentiles as _percentiles
 from sftlab.utils import atomic_write_json, file_table, stable_hash
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase as Tokenizer
+
+    from sftlab.augment import AugmentConfig
+    from sftlab.data import LoadResult
+    from sftlab.train.config import TrainConfig
+
 logger = logging.getLogger(__name__)
 
 CACHE_FORMAT = 1
-MANIFEST = "manifest.json"
-STATS = "stats.json"
-DATA_DIR = "data"
 SKIP_NO_TRAINED = "no trained tokens after truncation"
 SKIP_OVERLONG = "longer than max_length (truncation: drop)"
 SKIP_OVERLONG_AUGMENTED = "augmented and longer than max_length (truncation: drop_augmented)"
-#: What to do with a conversation longer than ``max_length``: cut it on one side, drop it (counted),
-#: or drop it only when augmentation gave it instructions and cut the plain ones on the right.
-TRUNCATION_CHOICES = ("right", "left", "drop", "drop_augmented")
 _PARALLEL_MIN = 64  # below this many conversations, worker start-up costs more than it saves
 #: Conversations per worker task, each encoded with one batched tokenizer call (the bench uses it too).
 ENCODE_BATCH = 64
@@ -82,7 +87,7 @@ class PreprocessConfig:
     special_text: str = "skip"
 
     @classmethod
-    def from_train_config(cls, cfg: Any, sample_seed: int | None = None) -> PreprocessConfig:
+    def from_train_config(cls, cfg: TrainConfig, sample_seed: int | None = None) -> PreprocessConfig:
         """The preprocessing a training config asks for (``cfg``: a :class:`sftlab.train.config.TrainConfig`)."""
         return cls(
             data=cfg.data, tokenizer=cfg.tokenizer or cfg.model, chat_template=cfg.chat_template,
@@ -95,16 +100,13 @@ class PreprocessConfig:
         )
 
     def validate(self) -> None:
-        from sftlab.prep.masking import STRATEGIES
-
-        if self.masking not in STRATEGIES:
-            raise ConfigError(f"masking must be one of {', '.join(STRATEGIES)}, got '{self.masking}'")
+        """The one check of these settings, for ``sftlab preprocess`` and for a training config as it is
+        read (:func:`sftlab.train.config.load_config`)."""
+        check_choice("masking", self.masking, MASKING_STRATEGIES)
         for name in [n for n in ("train_on_eos", "train_on_role_header") if not isinstance(getattr(self, n), bool)]:
             raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.special_text not in SPECIAL_TEXT_CHOICES:
-            raise ConfigError(f"special_text must be one of {', '.join(SPECIAL_TEXT_CHOICES)}, got {self.special_text!r}")
-        if self.truncation not in TRUNCATION_CHOICES:
-            raise ConfigError(f"truncation must be one of {', '.join(TRUNCATION_CHOICES)}, got '{self.truncation}'")
+        check_choice("special_text", self.special_text, SPECIAL_TEXT_CHOICES)
+        check_choice("truncation", self.truncation, TRUNCATIONS)
         if not isinstance(self.max_length, int) or self.max_length < 1:
             raise ConfigError(f"max_length must be a positive integer, got {self.max_length!r}")
         for name in ("max_rounds", "max_samples"):
@@ -119,7 +121,7 @@ class PreprocessConfig:
 
 @dataclass
 class PreprocessResult:
-    dataset: Any  # datasets.Dataset: input_ids, labels, attention_mask (unpadded), id
+    dataset: Dataset  # input_ids, labels, attention_mask (unpadded), id
     stats: dict
     cache_dir: Path
     cache_hit: bool
@@ -130,7 +132,7 @@ class PreprocessResult:
 # --------------------------------------------------------------------------------------------
 
 
-def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> dict[str, Any]:
     """A digest of the tokenizer's full definition and chat template.
 
     Fast tokenizers serialise their whole pipeline (vocabulary, merges, added tokens,
@@ -155,7 +157,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
     }
 
 
-def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: dict | None = None) -> dict[str, Any]:
+def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Tokenizer, data_fingerprint: dict | None = None) -> dict[str, Any]:
     """The JSON object whose hash names the cache; stored in the manifest for debugging."""
     import tokenizers
 
@@ -188,7 +190,7 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Any, data_fingerprint: di
     }
 
 
-def _augment_config(cfg: PreprocessConfig) -> Any:
+def _augment_config(cfg: PreprocessConfig) -> AugmentConfig | None:
     """The ``augment:`` block as an :class:`sftlab.augment.AugmentConfig`, or None without one."""
     from sftlab.augment import AugmentConfig
 
@@ -199,7 +201,7 @@ def check_cache(cache_dir: Path, key: str) -> str | None:
     """``None`` when ``cache_dir`` holds a complete, matching cache; else why not."""
     import json
 
-    mpath = cache_dir / MANIFEST
+    mpath = cache_dir / CACHE_MANIFEST
     if not mpath.is_file():
         return "no manifest (interrupted or foreign build)"
     try:
@@ -216,7 +218,7 @@ def check_cache(cache_dir: Path, key: str) -> str | None:
     if not isinstance(files, dict) or not files:
         return "manifest lists no files"
     try:
-        actual = file_table(cache_dir, exclude=MANIFEST)
+        actual = file_table(cache_dir, exclude=CACHE_MANIFEST)
     except OSError as e:
         return f"cannot read cache files ({e})"
     if actual != files:
@@ -232,7 +234,7 @@ def check_cache(cache_dir: Path, key: str) -> str | None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(tokenizer: Any, options: dict[str, Any]) -> None:
+def _init_worker(tokenizer: Tokenizer, options: dict[str, Any]) -> None:
     # Sequences longer than the model's maximum are expected here (truncation comes after
     # masking); silence transformers' one-off "longer than the specified maximum" warning.
     flags = getattr(tokenizer, "deprecation_warnings", None)
@@ -250,7 +252,7 @@ def _encode_chunk(chunk: list[list[dict[str, str]]]) -> list[tuple[dict[str, lis
 
 
 def _encode_all(
-    conversations: list[list[dict[str, str]]], tokenizer: Any, options: dict[str, Any], num_proc: int, progress: bool
+    conversations: list[list[dict[str, str]]], tokenizer: Tokenizer, options: dict[str, Any], num_proc: int, progress: bool
 ):
     """Yield ``(features, info)`` per conversation, in order, using ``num_proc`` worker processes."""
     from tqdm.auto import tqdm
@@ -301,11 +303,11 @@ def _with_weights(table: Any, weights: dict[int, list[float]]) -> Any:
     import pyarrow as pa
 
     labels = table.column("labels").to_pylist()
-    col = [weights.get(r) or [0.0 if lab == -100 else 1.0 for lab in row] for r, row in enumerate(labels)]
+    col = [weights.get(r) or [0.0 if lab == IGNORE_INDEX else 1.0 for lab in row] for r, row in enumerate(labels)]
     return table.append_column("weights", pa.array(col, type=pa.list_(pa.float32())))
 
 
-def _load(cfg: PreprocessConfig, tokenizer: Any, progress: bool) -> Any:
+def _load(cfg: PreprocessConfig, tokenizer: Tokenizer, progress: bool) -> LoadResult:
     """Load and normalise the conversations (one source or a seeded mix), fit tool turns to the
     template, then augment them when the config asks for it."""
     from sftlab.data import fit_to_template, format_skips, load_conversations, load_mixture
@@ -386,7 +388,7 @@ def overlong_skip(truncation: str, augmented: bool) -> str | None:
     return None
 
 
-def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: bool) -> _Rows:
+def _encode_rows(cfg: PreprocessConfig, tokenizer: Tokenizer, loaded: LoadResult, progress: bool) -> _Rows:
     """Mask every conversation; keep the rows that have a target (and fit, under ``truncation: drop``;
     fit or are plain, under ``drop_augmented``)."""
     import pyarrow as pa
@@ -398,7 +400,7 @@ def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: b
     t_enc = time.perf_counter()
     encoded = _encode_all(loaded.conversations, tokenizer, options, cfg.num_proc, progress)
     for cid, (feats, info) in zip(loaded.ids, encoded, strict=True):
-        n_trained = sum(1 for x in feats["labels"] if x != -100)
+        n_trained = sum(1 for x in feats["labels"] if x != IGNORE_INDEX)
         rows.fallbacks += info["fallback_boundaries"]
         why = overlong_skip(cfg.truncation, cid in loaded.augmented) if info["truncated"] else None
         if why:
@@ -429,7 +431,7 @@ def _encode_rows(cfg: PreprocessConfig, tokenizer: Any, loaded: Any, progress: b
     return rows
 
 
-def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, t0: float) -> dict:
+def _stats_record(cfg: PreprocessConfig, loaded: LoadResult, rows: _Rows, n_kept: int, t0: float) -> dict:
     enc_s = rows.encode_seconds
     stats = {
         "source": loaded.stats["source"],
@@ -471,7 +473,7 @@ def _stats_record(cfg: PreprocessConfig, loaded: Any, rows: _Rows, n_kept: int, 
     return stats
 
 
-def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: bool) -> dict:
+def _build(cfg: PreprocessConfig, tokenizer: Tokenizer, build_dir: Path, progress: bool) -> dict:
     """Compute features and stats into ``build_dir`` (data/ + stats.json); returns stats."""
     import pyarrow as pa
     from datasets import Dataset, DatasetInfo
@@ -487,13 +489,13 @@ def _build(cfg: PreprocessConfig, tokenizer: Any, build_dir: Path, progress: boo
         raise DataError(cfg.data, f"no usable conversations ({format_skips(dict(rows.skipped))})")
     table = _with_weights(pa.concat_tables(rows.tables), rows.weights) if rows.weights else pa.concat_tables(rows.tables)
     ds = Dataset(InMemoryTable(table), info=DatasetInfo(features=_features(weighted=bool(rows.weights))))
-    _save_quietly(ds, build_dir / DATA_DIR, progress)
+    _save_quietly(ds, build_dir / CACHE_DATA, progress)
     stats = _stats_record(cfg, loaded, rows, n_kept, t0)
     atomic_write_json(build_dir / STATS, stats)
     return stats
 
 
-def _save_quietly(ds: Any, path: Path, progress: bool) -> None:
+def _save_quietly(ds: Dataset, path: Path, progress: bool) -> None:
     from datasets.utils import disable_progress_bars, enable_progress_bars, is_progress_bar_enabled
 
     was_enabled = is_progress_bar_enabled()
@@ -506,7 +508,7 @@ def _save_quietly(ds: Any, path: Path, progress: bool) -> None:
             enable_progress_bars()
 
 
-def _resolve_tokenizer(cfg: PreprocessConfig, tokenizer: Any) -> Any:
+def _resolve_tokenizer(cfg: PreprocessConfig, tokenizer: Tokenizer | None) -> Tokenizer:
     from sftlab.models.loading import load_tokenizer, resolve_chat_template
 
     if tokenizer is None:
@@ -521,13 +523,13 @@ def _load_cached(cache_dir: Path):
 
     from datasets import load_from_disk
 
-    ds = load_from_disk(str(cache_dir / DATA_DIR))
+    ds = load_from_disk(str(cache_dir / CACHE_DATA))
     stats = json.loads((cache_dir / STATS).read_text(encoding="utf-8"))
     return ds, stats
 
 
 def preprocess(
-    cfg: PreprocessConfig, output_dir: str | Path, *, tokenizer: Any = None, progress: bool = True
+    cfg: PreprocessConfig, output_dir: str | Path, *, tokenizer: Tokenizer | None = None, progress: bool = True
 ) -> PreprocessResult:
     """Preprocess ``cfg.data`` into masked features, reusing ``output_dir``'s cache when it matches.
 
@@ -547,7 +549,7 @@ def preprocess(
     check_system_prompt_tokens(cfg.system_prompt, tok, cfg.max_length)
     key_inputs = cache_key_inputs(cfg, tok, data_fp)
     key = stable_hash(key_inputs, length=20)
-    cache_root = output_dir / "cache"
+    cache_root = output_dir / CACHE
     cache_dir = cache_root / key
 
     stats: dict | None = None
@@ -579,10 +581,10 @@ def preprocess(
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "inputs": key_inputs,
                 "config": asdict(cfg),
-                "files": file_table(build_dir, exclude=MANIFEST),
+                "files": file_table(build_dir, exclude=CACHE_MANIFEST),
             }
             with build_errors(build_dir):
-                atomic_write_json(build_dir / MANIFEST, manifest)  # last: marks the cache complete
+                atomic_write_json(build_dir / CACHE_MANIFEST, manifest)  # last: marks the cache complete
             install(build_dir, cache_dir, key, replace=why is not None, is_valid=check_cache)
         finally:
             if build_dir.exists():

@@ -169,11 +169,12 @@ def _passed_list(res: dict[str, Any]) -> str:
                      zip(res["instruction_id_list"], res["follow_instruction_list"], strict=True))
 
 
-def _example_blocks(label: str, prompt: str, base: EvalData, ev: EvalData, run_name: str) -> list[Block]:
+def _example_blocks(label: str, prompt: str, base: EvalData, ev: EvalData, run_name: str,
+                    title: str = "IFEval") -> list[Block]:
     b, f = base.strict[prompt], ev.strict[prompt]
     key = base.keys.get(prompt) or ev.keys.get(prompt)
     return [
-        P(f"**{label}**" + (f" (IFEval key {key})" if key is not None else "") + ":"),
+        P(f"**{label}**" + (f" ({title} key {key})" if key is not None else "") + ":"),
         Code(trim(prompt, 600)),
         P(f"Baseline ({sum(b['follow_instruction_list'])}/{len(b['follow_instruction_list'])} instructions "
           f"followed, strict): {_passed_list(b)}"),

@@ -15,7 +15,7 @@ from typing import Any
 
 from sftlab.errors import SftlabError
 from sftlab.eval.ifeval import METRICS, aggregate
-from sftlab.experiment.typesplit import GROUPS, TypeSplit
+from sftlab.experiment.typesplit import CategorySplit, TypeSplit
 from sftlab.layout import EvalDir
 from sftlab.report.results import RunRecord, best_index, results_row
 from sftlab.utils import read_json, read_jsonl
@@ -35,6 +35,11 @@ class EvalData:
         """Prompt-level outcome per prompt (strict unless ``loose``): every instruction followed."""
         rows = self.loose if loose else self.strict
         return [bool(rows[p]["follow_all_instructions"]) for p in prompts]
+
+
+def benchmark_of(ev: EvalData) -> str:
+    """The benchmark an evaluation scored (summaries written before benchmarks existed are IFEval's)."""
+    return str(ev.summary.get("benchmark") or "ifeval")
 
 
 def load_eval(eval_dir: str | Path) -> EvalData:
@@ -140,12 +145,13 @@ def paired_figures(base: EvalData, ev: EvalData, prompts: list[str]) -> dict[str
     return out
 
 
-def group_figures(base: EvalData, ev: EvalData, prompts: list[str], split: TypeSplit) -> dict[str, dict[str, Any]]:
+def group_figures(base: EvalData, ev: EvalData, prompts: list[str],
+                  split: TypeSplit | CategorySplit) -> dict[str, dict[str, Any]]:
     """Instruction-level strict and loose figures, paired, per group of :mod:`sftlab.experiment.typesplit`
     (``types``: the distinct ids of the group on these prompts); groups absent from the prompts are left out."""
     out: dict[str, dict[str, Any]] = {}
     strict, loose = instruction_pairs(base, ev, prompts), instruction_pairs(base, ev, prompts, loose=True)
-    for g in GROUPS:
+    for g in split.groups:
         idx = [i for i, (iid, _, _) in enumerate(strict) if split.group_of(iid) == g]
         if not idx:
             continue
@@ -190,9 +196,14 @@ class Comparison:
         return self.records[self.best]
 
 
-def compare(base: EvalData, records: list[RunRecord], varied_keys: list[str]) -> Comparison:
-    """Load each run's verdicts and recompute its figures and the baseline's on the prompts they share."""
-    evals = [load_eval(r.eval_dir) for r in records]  # type: ignore[arg-type]
+def compare(base: EvalData, records: list[RunRecord], varied_keys: list[str],
+            eval_dirs: list[Path] | None = None) -> Comparison:
+    """Load each run's verdicts and recompute its figures and the baseline's on the prompts they share.
+
+    ``eval_dirs`` (one per record) replaces the records' own evaluations: another benchmark's.
+    """
+    dirs = eval_dirs if eval_dirs is not None else [r.eval_dir for r in records]
+    evals = [load_eval(d) for d in dirs]  # type: ignore[arg-type]
     rows = [results_row(r, varied_keys) for r in records]
     commons, run_figs, base_figs = [], [], []
     for ev in evals:

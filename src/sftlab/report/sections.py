@@ -9,6 +9,7 @@ from typing import Any
 from sftlab.data import describe_data
 from sftlab.layout import LOSS_ALL_RUNS, TRAIN_CONFIG, TRAIN_SUMMARY, loss_plot_name
 from sftlab.layout import METRICS as METRICS_FILE
+from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.report.document import SECTION_TITLES, Block, Image, P, Section, Table, fmt_seconds
 from sftlab.report.evals import EvalData
 from sftlab.report.plots import plot_overlay, plot_run_loss
@@ -66,7 +67,7 @@ def section_method(records: list[RunRecord], best: int, data: dict[str, Any], *,
     insp = inspect_run(rec, strategies, model_check=model_check)
     feats = insp.example
     if feats is not None:
-        n_tr = sum(1 for x in feats["labels"] if x != -100)
+        n_tr = sum(1 for x in feats["labels"] if x != IGNORE_INDEX)
         n = len(feats["input_ids"])
         shown = min(n, EXAMPLE_MAX_TOKENS)
         blocks.append(P(f"One conversation from the training data of run `{rec.name}` (`{rec.config.get('data')}`, "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sftlab.errors import SftlabError
+from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.report.results import RunRecord
 
 EXAMPLE_MAX_TOKENS = 320  # token rendering shown in the report is cut after this many tokens
@@ -67,8 +68,8 @@ def _oracle64(logits, labels):
 
     z = logits[..., :-1, :].double().reshape(-1, logits.shape[-1])
     y = labels[..., 1:].reshape(-1)
-    total = F.cross_entropy(z, y, ignore_index=-100, reduction="sum")
-    return total, int((y != -100).sum())
+    total = F.cross_entropy(z, y, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total, int((y != IGNORE_INDEX).sum())
 
 
 def check_loss(vocab_size: int, *, seed: int = 0) -> list[dict[str, Any]]:
@@ -80,8 +81,8 @@ def check_loss(vocab_size: int, *, seed: int = 0) -> list[dict[str, Any]]:
     g = torch.Generator().manual_seed(seed)
     b, t, h = 2, 48, 64
     labels = torch.randint(0, vocab_size, (b, t), generator=g)
-    labels[torch.rand((b, t), generator=g) < 0.35] = -100
-    labels[0, :5] = -100
+    labels[torch.rand((b, t), generator=g) < 0.35] = IGNORE_INDEX
+    labels[0, :5] = IGNORE_INDEX
     logits = torch.randn((b, t, vocab_size), generator=g) * 4.0
     out = []
 
@@ -165,7 +166,7 @@ def token_segments(tokenizer, features: dict[str, list[int]], limit: int) -> lis
     group: list[int] = []
     key: tuple[bool, bool] | None = None
     for tid, lab in zip(ids, labels, strict=True):
-        k = (lab != -100, tid in special_ids)
+        k = (lab != IGNORE_INDEX, tid in special_ids)
         if key is not None and k != key:
             segs.append((tokenizer.decode(group, skip_special_tokens=False, clean_up_tokenization_spaces=False), *key))
             group = []
@@ -227,7 +228,7 @@ def inspect_run(rec: RunRecord, strategies: list[str], *, model_check: bool = Tr
         out.checks.append(check_masking(tok, convs + EDGE_CONVERSATIONS, strategy=s, max_length=max_length,
                                         truncation=truncation))
     out.checks.extend(check_loss(len(tok)))
-    if model_check and out.example is not None and any(x != -100 for x in out.example["labels"][1:]):
+    if model_check and out.example is not None and any(x != IGNORE_INDEX for x in out.example["labels"][1:]):
         try:
             out.checks.append(check_model_loss(rec.train_dir, out.example))
         except (SftlabError, OSError, RuntimeError) as e:

@@ -9,6 +9,13 @@ from typing import Any
 from sftlab.errors import SftlabError
 from sftlab.layout import DONE, ReportDir, SweepDir
 from sftlab.report.analysis import section_analysis
+from sftlab.report.benchmarks import (
+    example_blocks,
+    figures_blocks,
+    headline_blocks,
+    other_comparisons,
+    per_type_blocks,
+)
 from sftlab.report.comparison import section_baseline, section_examples, section_per_instruction
 from sftlab.report.data import section_data
 from sftlab.report.document import SECTION_TITLES, P, render_html, render_markdown
@@ -34,6 +41,19 @@ def _intro(c: Comparison, base_dir: Path, generated_at: str) -> P:
              f"Fine-tuned run(s): {', '.join('`' + r.name + '`' for r in c.records)}. "
              f"IFEval figures are percentages on {c.run_figs[c.best]['n_prompts']} prompts; best run by prompt-level "
              f"strict accuracy: **{c.best_record.name}**. Generated {generated_at} by `sftlab report`.")
+
+
+def _add_other_benchmarks(sections: list, c: Comparison, base_dir: Path, records: list, varied: list[str],
+                          data: dict[str, Any]) -> None:
+    """IFBench (and any other benchmark evaluated beside IFEval) into sections 6 to 8, after IFEval's."""
+    others = other_comparisons(base_dir, records, c, varied)
+    if not others:
+        return
+    sections[5].blocks[:0] = headline_blocks(c, others, data)
+    for name, oc in others.items():
+        sections[5].blocks += figures_blocks(name, oc, data)
+        sections[6].blocks += per_type_blocks(name, oc, data)
+        sections[7].blocks += example_blocks(name, oc, data)
 
 
 def write_report(*, baseline: str | Path | None, runs: list[str | Path], output_dir: str | Path,
@@ -69,6 +89,7 @@ def write_report(*, baseline: str | Path | None, runs: list[str | Path], output_
         section_analysis(c, data),
     ]
     assert [s.title for s in sections] == list(SECTION_TITLES)
+    _add_other_benchmarks(sections, c, base_dir, records, varied_keys_of(run_dirs), data)
     intro = [_intro(c, base_dir, data["generated_at"])]
     for name, png in images.items():
         atomic_write_bytes(out.root / name, png)

@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sftlab.errors import ConfigError
-
-IGNORE_INDEX = -100
-PADDINGS = ("longest", "max_length")
+from sftlab.errors import ConfigError, check_choice
+from sftlab.prep.masking_parts import IGNORE_INDEX
+from sftlab.train.choices import PADDINGS
 
 
 @dataclass
@@ -39,8 +38,7 @@ class SFTDataCollator:
     pad_to_multiple_of: int | None = None
 
     def __post_init__(self) -> None:
-        if self.padding not in PADDINGS:
-            raise ConfigError(f"padding must be 'longest' or 'max_length', got '{self.padding}'")
+        check_choice("padding", self.padding, PADDINGS)
         if self.padding == "max_length" and not self.max_length:
             raise ConfigError("padding='max_length' needs max_length")
         if self.max_length is not None and self.max_length < 1:
@@ -174,7 +172,7 @@ def pack_examples(examples: list[dict[str, list[int]]], max_length: int) -> list
         for i in members:
             ex = examples[i]
             lab = list(ex["labels"])
-            lab[0] = -100
+            lab[0] = IGNORE_INDEX
             ids.extend(ex["input_ids"])
             labels.extend(lab)
             pos.extend(range(len(ex["input_ids"])))
@@ -205,7 +203,7 @@ class PackedCollator:
             pad = width - n
             real += n
             ids.append(list(f["input_ids"]) + [self.pad_token_id] * pad)
-            labels.append(list(f["labels"]) + [-100] * pad)
+            labels.append(list(f["labels"]) + [IGNORE_INDEX] * pad)
             pos.append(list(f["position_ids"]) + list(range(pad)))
             if weighted:
                 weights.append(_weights_of(f, list(f["labels"])) + [0.0] * pad)

@@ -25,11 +25,11 @@ from typing import Any
 
 import yaml
 
-from sftlab.errors import ConfigError, suggest
+from sftlab.errors import ConfigError, check_choice, suggest
 from sftlab.models.precision import DTYPE_CHOICES, resolve_precision
-from sftlab.prep.masking import STRATEGIES as MASKING_CHOICES
-from sftlab.prep.pipeline import TRUNCATION_CHOICES
+from sftlab.prep.pipeline import PreprocessConfig
 from sftlab.train.aliases import ALIAS_NAMES, resolve_aliases, without_replaced
+from sftlab.train.choices import LOSSES, PADDINGS
 from sftlab.train.tracking import validate_report_to
 from sftlab.train.typecheck import check_value
 from sftlab.train.validate import check_strings, validate_loaded
@@ -127,9 +127,6 @@ def merge(base: dict, extra: dict) -> dict:
 # The training config: sftlab's keys plus TrainingArguments fields
 # --------------------------------------------------------------------------------------------------
 
-LOSS_CHOICES = ("reference", "chunked")
-PADDING_CHOICES = ("longest", "max_length")
-
 #: TrainingArguments fields that would put a secret into a config file or log.
 SECRET_KEYS = ("hub_token",)
 #: TrainingArguments fields that describe one process, not the run: never written, never read back.
@@ -209,16 +206,17 @@ class TrainConfig:
     special_text: str = "skip"
     overwrite_output_dir: bool = False
     num_proc: int = 2
-    #: Verifiable instruction augmentation of the training data (:class:`sftlab.augment.AugmentConfig`'s
-    #: keys), applied inside preprocessing and cached with it; None: the data as it is.
+    #: Verifiable instruction augmentation (sftlab.augment.AugmentConfig's keys), in preprocessing; None: none.
     augment: dict | None = None
     #: Consumed by ``sftlab run`` (evaluation after training); accepted and ignored here.
     eval: dict | None = None
-    #: IFEval on a small seeded sample every N steps, into metrics.jsonl (see sftlab.train.ifeval_callback).
+    #: IFEval (and IFBench) on a seeded sample every N steps, into metrics.jsonl (sftlab.train.ifeval_callback).
     ifeval_eval_steps: int | None = None
     ifeval_eval_sample: int = 20
     ifeval_eval_max_new_tokens: int = 256
     ifeval_eval_data: str | None = None
+    ifeval_eval_ifbench_sample: int | None = None
+    ifeval_eval_ifbench_data: str | None = None
 
 
 def _dataclass_fields(cls: type) -> dict[str, Any]:
@@ -244,11 +242,6 @@ def _training_fields() -> dict[str, Any]:
 def valid_keys() -> list[str]:
     """Every key a train config accepts (for ``--help`` and error messages)."""
     return sorted(set(_dataclass_fields(TrainConfig)) | set(_training_fields()))
-
-
-def _validate_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}{suggest(str(value), list(choices))}")
 
 
 def world_size_from_env() -> int:
@@ -402,11 +395,9 @@ def _validate_train_config(cfg: TrainConfig) -> None:
     parse_data_specs(cfg.data, where="data")  # a bad spec fails now, before any loading
     if cfg.eval_data is not None:
         parse_data_specs(cfg.eval_data, where="eval_data")
-    _validate_choice("masking", cfg.masking, MASKING_CHOICES)
-    _validate_choice("loss", cfg.loss, LOSS_CHOICES)
-    _validate_choice("padding", cfg.padding, PADDING_CHOICES)
-    _validate_choice("truncation", cfg.truncation, TRUNCATION_CHOICES)
-    _validate_choice("dtype", cfg.dtype, DTYPE_CHOICES)
+    check_choice("loss", cfg.loss, LOSSES)
+    check_choice("padding", cfg.padding, PADDINGS)
+    check_choice("dtype", cfg.dtype, DTYPE_CHOICES)
     if not 0.0 <= cfg.eval_fraction < 1.0:
         raise ConfigError(f"eval_fraction must be in [0, 1), got {cfg.eval_fraction}")
     if cfg.model_max_length < 8:
@@ -415,6 +406,7 @@ def _validate_train_config(cfg: TrainConfig) -> None:
         v = getattr(cfg, key)
         if v is not None and v < 1:
             raise ConfigError(f"{key} must be >= 1 (or null for all), got {v}")
+    PreprocessConfig.from_train_config(cfg).validate()  # masking, truncation: checked where preprocessing is
     if cfg.loss_chunk_size < 1:
         raise ConfigError(f"loss_chunk_size must be >= 1, got {cfg.loss_chunk_size}")
     from sftlab.train.ifeval_callback import validate as validate_ifeval_eval  # (imports transformers)

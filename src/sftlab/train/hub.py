@@ -98,6 +98,46 @@ def ifeval_figures(output_dir: str | Path) -> dict[str, Any]:
     return out
 
 
+def ifbench_figures(output_dir: str | Path) -> dict[str, Any]:
+    """IFBench results of this training run: ``sftlab run``'s ``baseline_eval_ifbench``/``finetuned_eval_ifbench``
+    summaries, and the last ``ifbench_*`` record of ``metrics.jsonl`` (``ifeval_eval_ifbench_sample``)."""
+    root = Path(output_dir).resolve()
+    out: dict[str, Any] = {}
+    if root.name == layout.TRAIN:
+        run = layout.RunDir(root.parent)
+        for key, eval_dir in (("baseline", run.baseline_for("ifbench")), ("finetuned", run.finetuned_for("ifbench"))):
+            summary = _read_json(eval_dir.summary)
+            if "prompt_level_loose_acc" in summary:
+                out[key] = summary
+    metrics = root / layout.METRICS
+    if metrics.is_file():
+        recs = [json.loads(line) for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip()]
+        during = [r for r in recs if r.get("ifbench_prompt_loose") is not None]
+        if during:
+            out["during_training"] = during[-1]
+    return out
+
+
+def _ifbench_lines(figures: dict[str, Any]) -> list[str]:
+    """The card's IFBench table: prompt-level loose (the benchmark's headline) first."""
+    lines = ["[IFBench](https://github.com/allenai/IFBench) (AllenAI, data ODC-BY-1.0): 58 constraint types that "
+             "are not IFEval's, on held-out prompts; headline: prompt-level loose.", "",
+             "| model | prompt loose | prompt strict | instruction loose | instruction strict | prompts |",
+             "|---|---|---|---|---|---|"]
+    for key, label in (("baseline", "base model"), ("finetuned", "this model")):
+        s = figures.get(key)
+        if s:
+            lines.append(f"| {label} | {_pct(s.get('prompt_level_loose_acc'))} | "
+                         f"{_pct(s.get('prompt_level_strict_acc'))} | {_pct(s.get('inst_level_loose_acc'))} | "
+                         f"{_pct(s.get('inst_level_strict_acc'))} | {s.get('counts', {}).get('prompts', 'n/a')} |")
+    d = figures.get("during_training")
+    if d:
+        lines.append(f"| this model at step {d.get('step')} (seeded sample, during training) | "
+                     f"{_pct(d.get('ifbench_prompt_loose'))} | {_pct(d.get('ifbench_prompt_strict'))} | "
+                     f"{_pct(d.get('ifbench_inst_loose'))} | n/a | {d.get('ifbench_prompts', 'n/a')} |")
+    return lines
+
+
 def _data_lines(data: Any) -> list[str]:
     specs = data if isinstance(data, list) else [data]
     total = sum(float(s.get("weight", 1.0)) for s in specs if isinstance(s, dict)) or 1.0
@@ -184,10 +224,11 @@ def model_card(output_dir: str | Path, repo_id: str) -> str:
         "## Masking\n", "The loss is computed on: " + _masking_sentence(cfg.get("masking")), "",
         "```yaml", yaml.safe_dump(masking, sort_keys=False).strip(), "```\n",
         "## Hyperparameters\n", "```yaml", yaml.safe_dump(hyper, sort_keys=False).strip(), "```\n",
-        "The full resolved config (every TrainingArguments field) is `sftlab_config.yaml` in this repository.\n",
+        f"The full resolved config (every TrainingArguments field) is `{layout.TRAIN_CONFIG}` in this repository.\n",
         "## Training loss\n", "| " + " | ".join(loss) + " |", "|" + "---|" * len(loss),
-        "| " + " | ".join(_fmt(v) for v in loss.values()) + " |", "", "![loss curve](loss_curve.png)\n",
+        "| " + " | ".join(_fmt(v) for v in loss.values()) + " |", "", f"![loss curve]({layout.LOSS_CURVE})\n",
         "## IFEval\n", *_ifeval_lines(ifeval_figures(root)), "",
+        *(["## IFBench\n", *_ifbench_lines(ifb), ""] if (ifb := ifbench_figures(root)) else []),
         "## How to load\n", _how_to_load(repo_id),
     ]
     return "\n".join(parts) + "\n"

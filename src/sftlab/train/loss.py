@@ -46,9 +46,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sftlab.errors import SftlabError
+from sftlab.errors import SftlabError, check_choice
+from sftlab.prep.masking_parts import IGNORE_INDEX
+from sftlab.train.choices import LOSSES
 
-IGNORE_INDEX = -100
 #: Positions per chunk, tuned with ``sftlab.bench.loss`` (2048 tokens, vocab 49,152, hidden 576, 2 CPU
 #: threads): 512 x 49,152 float32 logits are 96 MiB, peak memory 9x below full logits, time ~1.1x;
 #: 256 gives 11.6x but ~1.2x the time (smaller matrix products use two threads less well).
@@ -499,8 +500,7 @@ def make_compute_loss(kind: str = "reference", chunk_size: int = DEFAULT_CHUNK_S
     For evaluation that needs logits (``compute_metrics`` without ``prediction_loss_only``), the
     chunked kind falls back to the reference path, which has them.
     """
-    if kind not in ("reference", "chunked"):
-        raise SftlabError(f"loss must be 'reference' or 'chunked', got {kind!r}")
+    check_choice("loss", kind, LOSSES)
     if int(chunk_size) < 1:
         raise SftlabError(f"loss chunk_size must be >= 1, got {chunk_size}")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -24,16 +24,22 @@ from sftlab.train.config import Resolved, TrainConfig, resolve_training_argument
 from sftlab.train.loss_curve import plot_loss_curve
 from sftlab.utils import atomic_write_json, atomic_write_text, environment_info, read_jsonl
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase as Tokenizer
+
+    from sftlab.prep.pipeline import PreprocessConfig, PreprocessResult
+
 PACKING_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
 
 
 @dataclass
 class _Data:
-    train: Any  # datasets.Dataset
-    eval: Any | None
+    train: Dataset
+    eval: Dataset | None
     collator: Any
     lengths: list[int]
-    pre: Any  # sftlab.prep.pipeline.PreprocessResult
+    pre: PreprocessResult
 
 
 def train(cfg: TrainConfig, training_args: dict) -> dict:
@@ -140,7 +146,7 @@ def _features_of(dataset):
     return dataset.select_columns([c for c in keep if c in dataset.column_names])
 
 
-def _preprocess_eval_data(cfg: TrainConfig, pcfg: Any, out: layout.TrainDir, tokenizer: Any, run: Resolved,
+def _preprocess_eval_data(cfg: TrainConfig, pcfg: PreprocessConfig, out: layout.TrainDir, tokenizer: Tokenizer, run: Resolved,
                           is_main: bool):
     """``eval_data`` through the same masking as the training data, cached in its own folder
     (never augmented: the eval loss measures the data as it is)."""

@@ -25,6 +25,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from sftlab import layout
+from sftlab.prep.masking_parts import IGNORE_INDEX
 from sftlab.train.checkpoints import checkpoint_write_error, prune_checkpoints, write_marker
 from sftlab.train.collate import length_grouped_indices
 from sftlab.train.loss import DEFAULT_CHUNK_SIZE, compute_loss_from_logits, make_compute_loss
@@ -94,7 +95,7 @@ class SftlabTrainer(Trainer):
             mask = inputs.get("attention_mask")
             real = mask.sum() if mask is not None else torch.tensor(inputs["input_ids"].numel())
         labels = inputs.get("labels")
-        trained = (labels[..., 1:] != -100).sum() if labels is not None else 0
+        trained = (labels[..., 1:] != IGNORE_INDEX).sum() if labels is not None else 0
         self.sft_local["tokens"] += int(real)
         self.sft_local["trained_tokens"] += int(trained)
         return super().training_step(model, inputs, num_items_in_batch)
