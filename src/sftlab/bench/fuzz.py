@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sftlab import layout
 from sftlab.bench.fuzz_cases import DATA_BUILDERS, Case, Env
 from sftlab.bench.fuzz_configs import CONFIG_BUILDERS, EVAL_BUILDERS
 
@@ -134,7 +135,7 @@ def _counts_problem(case: Case) -> str | None:
     out = Path(case.argv[case.argv.index("--output-dir") + 1]) if "--output-dir" in case.argv else None
     exp = case.expect
     if case.command == "preprocess" and out is not None:
-        stats = json.loads((out / "stats.json").read_text(encoding="utf-8"))
+        stats = json.loads((out / layout.STATS).read_text(encoding="utf-8"))
         skipped = sum(stats.get("skipped", {}).values())
         if stats["kept"] + skipped != stats["records_read"]:
             return f"counts do not add up: read {stats['records_read']}, kept {stats['kept']}, skipped {skipped}"
@@ -143,7 +144,7 @@ def _counts_problem(case: Case) -> str | None:
         if exp.kind == "ok" and stats.get("repaired_surrogates", 0) != exp.repaired:
             return f"repaired {stats.get('repaired_surrogates', 0)}, expected {exp.repaired}"
     if case.command == "eval" and out is not None and exp.kind == "ok":
-        summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((out / layout.EVAL_SUMMARY).read_text(encoding="utf-8"))
         if summary["counts"]["prompts"] != exp.kept:
             return f"scored {summary['counts']['prompts']} prompts, expected {exp.kept}"
     return None

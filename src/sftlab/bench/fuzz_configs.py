@@ -195,7 +195,7 @@ def build_eval(rng: random.Random, d: Path, env: Env, *, side: str) -> Case:
     recs = _ifeval_sample(rng, env, rng.randint(2, 5))
     responses = [{"prompt": r["prompt"], "response": " ".join(rng.choice(("yes", "A", "b,", "*x*")) for _ in range(9))}
                  for r in recs]
-    inputs_p, resp_p = d / "inputs.jsonl", d / "responses.jsonl"
+    inputs_p, resp_p = d / "inputs.jsonl", d / "answers.jsonl"  # (any name: a file the user gives)
     mutation = rng.choice(INPUT_MUTATIONS if side == "inputs" else RESPONSE_MUTATIONS)
     target = inputs_p if side == "inputs" else resp_p
     lines = [json.dumps(r) for r in recs] if side == "inputs" else [json.dumps(r) for r in responses]
