@@ -508,6 +508,8 @@ def test_cli_writes_jsonl_and_stats_deterministically(cli, tmp_path, ifeval_file
     (("--no-decontaminate",), "--no-decontaminate has no effect without --ifeval-data"),
     (("--ifeval-data", "/nonexistent/ifeval.jsonl"), "IFEval input file not found"),
     (("--output", "aug.json"), "--output must be a .jsonl file"),
+    (("--hygiene", "cutoff"), "unknown augment hygiene rule 'cutoff'; did you mean 'cut_off'?"),
+    (("--phrasing", "v3"), "argument --phrasing: invalid choice"),
 ])
 def test_cli_bad_options_are_one_line_and_exit_2(cli, tmp_path, extra, message):
     args = ["augment", "--data", "sharegpt", "--max-samples", "5", "--output", str(tmp_path / "a.jsonl"), *extra]
@@ -527,7 +529,7 @@ def test_augment_cli_defaults_are_the_augment_config_defaults():
     args = parser.parse_args(["--data", "d.jsonl", "--output", "o.jsonl"])
     base = A.AugmentConfig()
     for name in ("types", "holdout_types", "max_instructions", "ratio", "type_weights", "seed", "ngram",
-                 "ifeval_data", "strip_openers"):
+                 "ifeval_data", "strip_openers", "hygiene", "preserve_content", "phrasing", "own_types", "binding"):
         assert getattr(args, name) == getattr(base, name), name
     assert args.no_decontaminate is not base.decontaminate
     choices = next(a for a in parser._actions if a.dest == "max_instructions").choices

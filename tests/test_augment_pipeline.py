@@ -177,3 +177,43 @@ def test_augment_config_trains_end_to_end(tiny_model_dir, sharegpt_file, ifeval_
     assert stats["augment"]["augmented"] > 0 and stats["augment"]["config"]["max_instructions"] == 1
     # The saved config is itself a valid training config (reproduce and resume from it).
     load_config(out / "sftlab_config.yaml")
+
+
+V2_BLOCK = {"hygiene": "all", "preserve_content": True, "binding": True, "phrasing": "v2", "own_types": True,
+            "strip_openers": True, "seed": 2}
+
+
+@pytest.mark.integration
+def test_preprocess_with_every_new_switch_on(tokenizer, tokenizer_dir, sharegpt_file, tmp_path):
+    """Issue #24's switches inside preprocessing: hygiene drops are counted, system-message placements are
+    trained as a system turn, and every claimed instruction (IFEval's and sftlab's own) holds on the target."""
+    from sftlab.augment import AugmentConfig, augment_conversations
+    from sftlab.augment.pipeline import verify
+    from sftlab.data import load_conversations
+
+    base = dict(data=str(sharegpt_file), tokenizer=str(tokenizer_dir), chat_template="chatml", max_length=4096,
+                num_proc=1)
+    res = preprocess(PreprocessConfig(**base, augment=V2_BLOCK), tmp_path, tokenizer=tokenizer, progress=False)
+    st = res.stats["augment"]
+    assert st["config"]["phrasing"] == "v2" and st["written"] == st["conversations_in"] - st.get("hygiene_dropped", 0)
+    loaded = load_conversations(str(sharegpt_file))
+    records, _ = augment_conversations(loaded.conversations, AugmentConfig.from_dict(V2_BLOCK), ids=loaded.ids)
+    by_id = {r["id"]: r for r in records}
+    assert set(res.dataset["id"]) <= set(by_id)
+    own = system = 0
+    for cid, ids, labels in zip(res.dataset["id"], res.dataset["input_ids"], res.dataset["labels"], strict=True):
+        rec = by_id[cid]
+        text = tokenizer.decode(ids)
+        if rec["messages"][0]["role"] == "system":
+            assert text.startswith("<|im_start|>system\n" + rec["messages"][0]["content"])
+            system += "augment" in rec
+        if "augment" in rec:
+            target = tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
+            reply = target.removeprefix("<|im_start|>assistant\n").removesuffix("\n").removesuffix("<|im_end|>")
+            a = rec["augment"]
+            assert all(verify(rec["messages"][-2]["content"], reply, a["instruction_id_list"], a["kwargs"]))
+            own += any(i.startswith("sftlab:") for i in a["instruction_id_list"])
+    assert own > 0 and system > 0
+    plain = preprocess(PreprocessConfig(**base, augment={"seed": 2, "strip_openers": True}), tmp_path,
+                       tokenizer=tokenizer, progress=False)
+    assert plain.cache_dir != res.cache_dir

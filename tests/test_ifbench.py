@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -348,3 +349,43 @@ def test_training_callback_scores_ifbench_prompts_too(tmp_path, tiny_model_dir, 
     assert ifbench_data_of(load_config(smoke, [*base, "--eval", "{ifbench: {data: /x.jsonl}}"])[0]) == "/x.jsonl"
     with pytest.raises(ConfigError, match="ifeval_eval_ifbench_sample must be >= 1"):
         load_config(smoke, [*base, "--ifeval_eval_steps", "5", "--ifeval_eval_ifbench_sample", "0"])
+
+
+@pytest.mark.integration
+def test_sweep_evaluates_every_benchmark_and_resumes(tmp_path, tiny_model_dir, ifeval_dir, ifbench_dir, monkeypatch,
+                                                     capsys):
+    """``sftlab sweep`` with ``eval.benchmarks``: the baseline and each run on both, skipped on a rerun
+    (training stands in: the tiny model copied into the run's train/, so only the evaluation path runs)."""
+    import shutil
+
+    import yaml
+    from test_sweep import tiny_train_config, write_conversations
+
+    import sftlab.experiment.sweep as sweep_mod
+    from sftlab.experiment.sweep import load_sweep_config, run_sweep
+
+    def fake_training(config_path, train_dir, **kw):
+        if not (Path(train_dir) / "train_summary.json").is_file():
+            shutil.copytree(tiny_model_dir, train_dir, dirs_exist_ok=True)
+            (Path(train_dir) / "train_summary.json").write_text(json.dumps({"global_step": 2}), encoding="utf-8")
+
+    monkeypatch.setattr(sweep_mod, "run_training", fake_training)
+    out = tmp_path / "sw"
+    cfg = {"base": tiny_train_config(tiny_model_dir, write_conversations(tmp_path / "c.jsonl", n=4)),
+           "grid": {"learning_rate": [1e-3]}, "output_dir": str(out), "report": False,
+           "eval": {"ifeval_data": str(ifeval_dir / "input_data.jsonl"), "limit": 2, "max_new_tokens": 3,
+                    "benchmarks": ["ifeval", "ifbench"], "ifbench": {"data": str(ifbench_dir / "IFBench_test.jsonl"),
+                                                                      "limit": 2}}}
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    res = run_sweep(load_sweep_config(tmp_path / "sweep.yaml"))
+    assert len(res["finished"]) == 1 and not res["failed"]
+    run = res["finished"][0]
+    for d, bench in (("baseline_eval", "ifeval"), ("baseline_eval_ifbench", "ifbench"),
+                     (f"runs/{run}/eval", "ifeval"), (f"runs/{run}/eval_ifbench", "ifbench")):
+        s = json.loads((out / d / "summary.json").read_text(encoding="utf-8"))
+        assert (s["benchmark"], s["counts"]["prompts"]) == (bench, 2), d
+    assert json.loads((out / "sweep.json").read_text(encoding="utf-8"))["eval"]["benchmarks"] == ["ifeval", "ifbench"]
+    capsys.readouterr()
+    run_sweep(load_sweep_config(tmp_path / "sweep.yaml"))
+    err = capsys.readouterr().err
+    assert "baseline (ifbench): evaluation finished earlier, skipping" in err and "finished earlier, skipping" in err

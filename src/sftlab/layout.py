@@ -92,7 +92,7 @@ def safe_name(text: str, max_len: int = 96) -> str:
 def eval_dir_name(name: str, benchmark: str) -> str:
     """An evaluation directory of one benchmark: IFEval keeps the plain name (``baseline_eval``, as
     before benchmarks existed, so old experiments resume), another is suffixed (``baseline_eval_ifbench``)."""
-    return name if benchmark == "ifeval" else f"{name}_{benchmark}"
+    return name if benchmark == "ifeval" else f"{name}_{benchmark}"  # eval.tasks.DEFAULT_BENCHMARK (no import: layout is a leaf)
 
 
 def loss_plot_name(run: str) -> str:

@@ -27,6 +27,12 @@ are never drawn together. Whatever the construction, every emitted example is re
 checkers, kwargs as given), in strict mode; an example that fails is dropped and counted, so
 nothing unverified is ever written.
 
+Beyond IFEval (issue #24, each a switch of :class:`~sftlab.augment.config.AugmentConfig`, off by
+default): hygiene rules drop conversations not worth learning from; ``preserve_content`` keeps code,
+tables, URLs and headings intact or skips; ``binding`` makes constraints constrain; ``phrasing: v2``
+words instructions far from IFEval's, in varied places; ``own_types`` adds sftlab's own ``sftlab:*``
+constraint types, verified by :mod:`sftlab.augment.checkers` (none of them an IFBench type).
+
 Decontamination: a conversation whose user (or system) text shares an ``ngram``-word sequence
 (default 8, as Tulu 3) with any IFEval prompt is dropped, and so is an augmented prompt whose added
 wording would; words are lowercased and punctuation is ignored.
@@ -41,9 +47,14 @@ Layout (one job per module; imports only point down this list, so there is no cy
 * :mod:`~sftlab.augment.config`: ``AugmentConfig``, instruction-type name resolution;
 * :mod:`~sftlab.augment.decontaminate`: n-gram overlap with IFEval prompts;
 * :mod:`~sftlab.augment.stats`: ``AugmentStats`` and the drop reasons;
-* :mod:`~sftlab.augment.catalogue`: ``CATALOGUE``, ``LEFT_OUT``, phrasings, conflicts;
+* :mod:`~sftlab.augment.hygiene`: rules that drop conversations not worth learning from (``hygiene``);
+* :mod:`~sftlab.augment.catalogue`: ``CATALOGUE``, ``OWN_CATALOGUE``, ``ALL_TYPES``, ``LEFT_OUT``, phrasings, conflicts;
+* :mod:`~sftlab.augment.phrasing`: the ``v2`` phrasings, styles and placements;
+* :mod:`~sftlab.augment.own`: entries of sftlab's own types; :mod:`~sftlab.augment.checkers`: their checkers;
 * :mod:`~sftlab.augment.relabel`: relabelling entries (keywords, counts, language);
 * :mod:`~sftlab.augment.transforms`: transform entries (case and punctuation, start and end, structure);
+* :mod:`~sftlab.augment.binding`: constraints that bind (``binding``);
+* :mod:`~sftlab.augment.protect`: spans transforms leave intact (``preserve_content``);
 * :mod:`~sftlab.augment.text`: word, paragraph, code and language helpers, true thresholds;
 * :mod:`~sftlab.augment.entry`: ``Job``, ``Result``, ``Skip``, ``Entry`` (the contract of an entry).
 
@@ -52,10 +63,12 @@ names re-exported here. Sibling modules import each other by full module path
 (``sftlab.augment.text``), never through this package.
 """
 
-from sftlab.augment.catalogue import CATALOGUE, EXTRA_CONFLICTS, LEFT_OUT, conflicts
+from sftlab.augment.catalogue import ALL_TYPES, CATALOGUE, EXTRA_CONFLICTS, LEFT_OUT, OWN_CATALOGUE, conflicts
+from sftlab.augment.checkers import OWN_CHECKERS, check_own
 from sftlab.augment.config import AUGMENT_VERSION, AugmentConfig, resolve_types
 from sftlab.augment.decontaminate import Decontaminator, load_ifeval_prompts, ngrams
 from sftlab.augment.entry import Entry, Job, Result, Skip
+from sftlab.augment.hygiene import HYGIENE_RULES
 from sftlab.augment.pipeline import (
     MAX_ATTEMPTS,
     augment_conversations,
@@ -76,6 +89,7 @@ from sftlab.augment.text import detect_language, has_code, paragraphs, strip_ope
 from sftlab.augment.transforms import MAX_REPEAT_PROMPT_CHARS, title_for
 
 __all__ = [
+    "ALL_TYPES", "HYGIENE_RULES", "OWN_CATALOGUE", "OWN_CHECKERS", "check_own",
     "AUGMENT_VERSION", "CATALOGUE", "DROP_EMPTY", "DROP_EMPTY_PROMPT", "DROP_FAILED_CHECK", "DROP_OVERLAP",
     "DROP_PARTNER", "EXTRA_CONFLICTS", "LEFT_OUT", "MAX_ATTEMPTS", "MAX_REPEAT_PROMPT_CHARS",
     "AugmentConfig", "AugmentStats", "Decontaminator", "Entry", "Job", "Result", "Skip",

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sftlab.augment.entry import Entry
+from sftlab.augment.own import OWN_CONFLICTS, OWN_ENTRIES
 from sftlab.augment.relabel import (
     _capital_words,
     _existence,
@@ -224,6 +225,13 @@ CATALOGUE: dict[str, Entry] = {e.id: e for e in (
     )),
 )}
 
+OWN_CATALOGUE: dict[str, Entry] = {e.id: e for e in OWN_ENTRIES}
+"""sftlab's own constraint types (``sftlab:*``, :mod:`sftlab.augment.own`), checked by :mod:`sftlab.augment.checkers`.
+Not in the default pool unless ``own_types`` is on; ``types`` may name them either way."""
+
+ALL_TYPES: dict[str, Entry] = {**CATALOGUE, **OWN_CATALOGUE}
+"""Every type an augmentation can draw: IFEval's (:data:`CATALOGUE`) and sftlab's own (:data:`OWN_CATALOGUE`)."""
+
 LEFT_OUT: dict[str, str] = {}
 """IFEval instruction ids the catalogue does not cover, with the reason (none at present)."""
 
@@ -248,7 +256,7 @@ def conflicts() -> dict[str, set[str]]:
     from lm_eval.tasks.ifeval.instructions_registry import INSTRUCTION_CONFLICTS
 
     out: dict[str, set[str]] = {k: set(v) | {k} for k, v in INSTRUCTION_CONFLICTS.items()}
-    pairs = [(a, b) for a, bs in INSTRUCTION_CONFLICTS.items() for b in bs] + list(EXTRA_CONFLICTS)
+    pairs = [(a, b) for a, bs in INSTRUCTION_CONFLICTS.items() for b in bs] + list(EXTRA_CONFLICTS) + list(OWN_CONFLICTS)
     for a, b in pairs:
         out.setdefault(a, {a}).add(b)
         out.setdefault(b, {b}).add(a)

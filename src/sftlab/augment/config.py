@@ -10,7 +10,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sftlab.augment.catalogue import CATALOGUE, LEFT_OUT
+from sftlab.augment.catalogue import ALL_TYPES, CATALOGUE, LEFT_OUT, OWN_CATALOGUE
+from sftlab.augment.hygiene import HYGIENE_RULES
+from sftlab.augment.phrasing import PHRASINGS
 from sftlab.errors import ConfigError, check_choice, suggest
 
 AUGMENT_VERSION = 1
@@ -35,6 +37,18 @@ class AugmentConfig:
     ``reply_max_new_tokens`` new tokens; the augmentation then works on those answers.
     ``strip_openers``: remove a chatty opening ("Sure, here's ...:") from every final reply, plain or
     augmented (:func:`sftlab.augment.text.strip_opener`).
+
+    Issue #24's switches, all off by default (so older configs make the same data):
+    ``hygiene``: rules of :data:`sftlab.augment.hygiene.HYGIENE_RULES` (or ``all``) that drop, and
+    count, conversations not worth learning from. ``preserve_content``: transforms keep code, URLs,
+    identifiers, formulas, links and headings intact, or are skipped and counted. ``phrasing``:
+    ``v1`` words each instruction after the request in one of three or four ways; ``v2`` draws from
+    eight or more phrasings per type, terse or polite, placed before or after the request or in a
+    system message, several constraints sometimes as a numbered list. ``own_types``: sftlab's own
+    constraint types (``sftlab:*``, with sftlab's checkers) join the default pool (naming them in
+    ``types`` works either way). ``binding``: relabelled thresholds that constrain, counts on the
+    reply without other instructions' additions, two genuinely different responses, titles that name
+    the subject, endings and postscripts that fit the reply.
     """
 
     types: list[str] | None = None
@@ -49,6 +63,11 @@ class AugmentConfig:
     replies: str = "dataset"
     reply_max_new_tokens: int = 256
     strip_openers: bool = False
+    hygiene: list[str] = field(default_factory=list)
+    preserve_content: bool = False
+    phrasing: str = "v1"
+    own_types: bool = False
+    binding: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.types, str):
@@ -66,8 +85,11 @@ class AugmentConfig:
             raise ConfigError(f"augment ngram must be an integer of at least 3, got {self.ngram!r}")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"augment seed must be an integer, got {self.seed!r}")
-        if not isinstance(self.strip_openers, bool):
-            raise ConfigError(f"augment strip_openers must be true or false, got {self.strip_openers!r}")
+        for flag in ("strip_openers", "preserve_content", "own_types", "binding"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"augment {flag} must be true or false, got {getattr(self, flag)!r}")
+        self.hygiene = resolve_hygiene(self.hygiene)
+        check_choice("augment phrasing", self.phrasing, PHRASINGS)
         check_choice("augment replies", self.replies, REPLY_SOURCES)
         check_reply_max_new_tokens(self.reply_max_new_tokens)
         # Validate names now: a typo must fail before any work is done.
@@ -93,8 +115,21 @@ class AugmentConfig:
         return cls(**block)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for cache keys and stats); includes :data:`AUGMENT_VERSION`."""
-        return {**asdict(self), "version": AUGMENT_VERSION}
+        """Plain dict (for cache keys and stats); includes :data:`AUGMENT_VERSION`.
+
+        Issue #24's switches appear only when set, so a config that leaves them off keeps the cache
+        key (and stats) it had before they existed: its data is the same.
+        """
+        d = {**asdict(self), "version": AUGMENT_VERSION}
+        for key, default in NEW_SWITCH_DEFAULTS.items():
+            if d[key] == default:
+                del d[key]
+        return d
+
+    @property
+    def options(self) -> frozenset[str]:
+        """The construction switches an entry reads (``Job.options``): ``preserve_content``, ``binding``."""
+        return frozenset(k for k in ("preserve_content", "binding") if getattr(self, k))
 
     def cache_info(self) -> dict[str, Any]:
         """What identifies the augmented data for a preprocessing cache key: the settings, the
@@ -110,7 +145,8 @@ class AugmentConfig:
 
     def active_types(self) -> list[str]:
         """The instruction ids drawn from: ``types`` (or all) minus ``holdout_types``, catalogue order."""
-        chosen = resolve_types(self.types, what="types") if self.types is not None else list(CATALOGUE)
+        default = [*CATALOGUE, *(OWN_CATALOGUE if self.own_types else ())]
+        chosen = resolve_types(self.types, what="types") if self.types is not None else default
         held = resolve_types(self.holdout_types, what="holdout_types")
         both = [t for t in chosen if t in held and self.types is not None]
         if both:
@@ -137,7 +173,7 @@ class AugmentConfig:
             if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < float("inf"):
                 raise ConfigError(f"augment type_weights: '{name}' needs a positive number, got {w!r} "
                                   "(to never use a type, put it in holdout_types)")
-            hits = ([i for i in CATALOGUE if CATALOGUE[i].kind == name] if name in KINDS
+            hits = ([i for i in ALL_TYPES if ALL_TYPES[i].kind == name] if name in KINDS
                     else resolve_types([name], what="type_weights"))
             for iid in hits:
                 if iid in weights:
@@ -155,6 +191,27 @@ def check_reply_max_new_tokens(n: Any) -> None:
 REPLY_SOURCES = ("dataset", "model")
 """``replies``: keep the dataset's replies, or let the model answer the prompts itself (:mod:`sftlab.augment.replies`)."""
 
+NEW_SWITCH_DEFAULTS: dict[str, Any] = {"hygiene": [], "preserve_content": False, "phrasing": "v1",
+                                       "own_types": False, "binding": False}
+"""Issue #24's switches and their defaults (off: the data of configs that predate them)."""
+
+
+def resolve_hygiene(value: Any) -> list[str]:
+    """``hygiene`` as a list of rule names: ``all``, a comma list or a list; unknown names are one-line errors."""
+    if value is None or value is False:
+        return []
+    if value is True or value == "all" or value == ["all"]:
+        return list(HYGIENE_RULES)
+    names = [t.strip() for t in value.split(",") if t.strip()] if isinstance(value, str) else value
+    if not isinstance(names, list | tuple):
+        raise ConfigError(f"augment hygiene must be 'all' or a list of rules ({', '.join(HYGIENE_RULES)}), "
+                          f"got {value!r}")
+    for name in names:
+        if name not in HYGIENE_RULES:
+            raise ConfigError(f"unknown augment hygiene rule '{name}'{suggest(str(name), list(HYGIENE_RULES))} "
+                              f"(rules: {', '.join(HYGIENE_RULES)}, or all)")
+    return [r for r in HYGIENE_RULES if r in names]
+
 INSTRUCTION_COUNTS = (1, 2, 3)
 """How many instructions one conversation may get: ``max_instructions`` (``sftlab augment --max-instructions``)."""
 
@@ -165,19 +222,19 @@ KINDS = ("transform", "relabel")
 def resolve_types(names: Iterable[str], *, what: str = "types") -> list[str]:
     """Full instruction ids for ``names`` (full ids, short names after the colon, or categories)."""
     by_short: dict[str, list[str]] = {}
-    for iid in CATALOGUE:
+    for iid in ALL_TYPES:
         category, short = iid.split(":", 1)
         by_short.setdefault(short, []).append(iid)
         by_short.setdefault(category, []).append(iid)
     out: list[str] = []
     for raw in names:
         name = str(raw).strip()
-        if name in CATALOGUE:
+        if name in ALL_TYPES:
             hits = [name]
         elif name in by_short:
             hits = by_short[name]
         else:
-            hint = f" ({LEFT_OUT[name]})" if name in LEFT_OUT else suggest(name, [*CATALOGUE, *by_short])
+            hint = f" ({LEFT_OUT[name]})" if name in LEFT_OUT else suggest(name, [*ALL_TYPES, *by_short])
             raise ConfigError(f"unknown instruction type '{name}' in {what}{hint}")
         out.extend(h for h in hits if h not in out)
     return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -24,12 +24,26 @@ class Skip(Exception):
 
 @dataclass
 class Job:
-    """What an entry sees: the original request, the reply so far, the other chosen ids, a seeded rng."""
+    """What an entry sees: the original request, the reply so far, the other chosen ids, a seeded rng.
+
+    ``options``: the construction switches that are on (``preserve_content``, ``binding``; see
+    :class:`sftlab.augment.config.AugmentConfig`). ``source``: the reply before any entry ran, so a
+    relabel can count on the reply itself, not on what other instructions added ("" = ``reply``).
+    """
 
     prompt: str
     reply: str
     ids: tuple[str, ...]
     rng: random.Random
+    options: frozenset[str] = field(default_factory=frozenset)
+    source: str = ""
+
+    @property
+    def original(self) -> str:
+        return self.source or self.reply
+
+    def on(self, option: str) -> bool:
+        return option in self.options
 
 
 Result = tuple[str, dict[str, Any]]

@@ -13,10 +13,12 @@ import json
 import random
 from typing import TYPE_CHECKING, Any
 
-from sftlab.augment.catalogue import CATALOGUE, conflicts
+from sftlab.augment.catalogue import ALL_TYPES, conflicts
+from sftlab.augment.checkers import PREFIX, check_own
 from sftlab.augment.config import AugmentConfig
 from sftlab.augment.decontaminate import Decontaminator, load_ifeval_prompts
 from sftlab.augment.entry import Entry, Job, Skip
+from sftlab.augment.hygiene import DUPLICATE_PROMPT, hygiene_reason, prompt_key
 from sftlab.augment.stats import (
     DROP_EMPTY,
     DROP_EMPTY_PROMPT,
@@ -36,12 +38,14 @@ MAX_ATTEMPTS = 3
 
 
 def verify(prompt: str, response: str, ids: list[str], kwargs: list[dict[str, Any]]) -> list[bool]:
-    """Strict verdict per instruction, through :func:`sftlab.eval.ifeval.check_instruction` (what ``sftlab eval`` uses)."""
+    """Strict verdict per instruction, through :func:`sftlab.eval.ifeval.check_instruction` (what ``sftlab eval``
+    uses) for IFEval ids, and sftlab's own checkers (:mod:`sftlab.augment.checkers`) for ``sftlab:*`` ids."""
     from sftlab.eval.ifeval import check_instruction, instruction_registry
 
     registry = instruction_registry()
     inp = {"prompt": prompt, "instruction_id_list": ids, "kwargs": kwargs}
-    return [check_instruction(registry, inp, i, response, [])[0] for i in range(len(ids))]
+    return [check_own(iid, kwargs[i], response) if iid.startswith(PREFIX)
+            else check_instruction(registry, inp, i, response, [])[0] for i, iid in enumerate(ids)]
 
 
 def _draw_types(rng: random.Random, pool: list[str], k_max: int, conflict: dict[str, set[str]],
@@ -65,11 +69,14 @@ def _render(entry: Entry, kwargs: dict[str, Any], rng: random.Random) -> str:
 
 
 def augment_one(messages: list[dict[str, str]], ids: list[str], rng: random.Random,
-                stats: AugmentStats | None = None, decon: Decontaminator | None = None) -> dict[str, Any] | None:
+                stats: AugmentStats | None = None, decon: Decontaminator | None = None, *,
+                options: frozenset[str] = frozenset(), phrasing: str = "v1") -> dict[str, Any] | None:
     """Try one instruction set on one conversation; the augmented record, or None (reasons in ``stats``).
 
     Instructions an entry cannot serve are dropped with their reason and the rest go on; the
     example is then verified as a whole by the IFEval checker, and dropped if any instruction fails.
+    ``options`` are the construction switches entries read (``AugmentConfig.options``); ``phrasing``
+    ``v2`` words and places the instructions with :mod:`sftlab.augment.phrasing`.
     """
     stats = stats or AugmentStats()
     prompt = messages[-2]["content"]
@@ -81,12 +88,13 @@ def augment_one(messages: list[dict[str, str]], ids: list[str], rng: random.Rand
         for iid in ids:
             stats.drop(iid, empty)
         return None
-    order = sorted(ids, key=lambda i: CATALOGUE[i].stage)
+    order = sorted(ids, key=lambda i: ALL_TYPES[i].stage)
     used: list[tuple[str, dict[str, Any]]] = []
     text = reply
     for iid in order:
         try:
-            text, kw = CATALOGUE[iid].fn(Job(prompt=prompt, reply=text, ids=tuple(ids), rng=rng))
+            text, kw = ALL_TYPES[iid].fn(Job(prompt=prompt, reply=text, ids=tuple(ids), rng=rng, options=options,
+                                             source=reply))
         except Skip as s:
             stats.drop(iid, s.reason)
             continue
@@ -95,12 +103,18 @@ def augment_one(messages: list[dict[str, str]], ids: list[str], rng: random.Rand
         return None
     # Instructions are listed in the drawn (random) order, not the application order.
     used.sort(key=lambda u: ids.index(u[0]))
-    sentences = [_render(CATALOGUE[iid], kw, rng) for iid, kw in used]
-    # A request without final punctuation ("Java foreach") reads as a run-on before a same-line instruction.
-    ends_sentence = prompt.rstrip()[-1:] in tuple(".?!:;)\"'")
-    sep = rng.choice((" ", "\n\n", "\n") if ends_sentence else ("\n\n", "\n"))
-    new_prompt = prompt.rstrip() + sep + " ".join(sentences)
-    if decon is not None and decon.hits(new_prompt):
+    system = None
+    if phrasing == "v2":
+        from sftlab.augment.phrasing import place
+
+        new_prompt, system = place(prompt, used, rng)
+    else:
+        sentences = [_render(ALL_TYPES[iid], kw, rng) for iid, kw in used]
+        # A request without final punctuation ("Java foreach") reads as a run-on before a same-line instruction.
+        ends_sentence = prompt.rstrip()[-1:] in tuple(".?!:;)\"'")
+        sep = rng.choice((" ", "\n\n", "\n") if ends_sentence else ("\n\n", "\n"))
+        new_prompt = prompt.rstrip() + sep + " ".join(sentences)
+    if decon is not None and (decon.hits(new_prompt) or (system is not None and decon.hits(system))):
         for iid, _ in used:
             stats.drop(iid, DROP_OVERLAP)
         return None
@@ -116,6 +130,11 @@ def augment_one(messages: list[dict[str, str]], ids: list[str], rng: random.Rand
     new_messages = [dict(m) for m in messages]
     new_messages[-2]["content"] = new_prompt
     new_messages[-1]["content"] = text
+    if system is not None:  # the instructions as (or appended to) the system message
+        if new_messages[0]["role"] == "system":
+            new_messages[0]["content"] = new_messages[0]["content"].rstrip() + "\n\n" + system
+        else:
+            new_messages.insert(0, {"role": "system", "content": system})
     return {"messages": new_messages, "augment": {"instruction_id_list": out_ids, "kwargs": out_kwargs}}
 
 
@@ -157,11 +176,22 @@ def augment_conversations(
     from tqdm.auto import tqdm
 
     records: list[dict[str, Any]] = []
+    rules = tuple(cfg.hygiene)
+    seen_prompts: set[str] = set()
     for i, messages in enumerate(tqdm(conversations, desc="augment", unit="conv", disable=not progress,
                                       dynamic_ncols=True)):
         if decon is not None and decon.conversation_hits(messages):
             stats.decontaminated += 1
             continue
+        if rules:
+            why = hygiene_reason(ids[i], messages, rules)
+            if why is None and DUPLICATE_PROMPT in rules:
+                key = prompt_key(messages)
+                why = DUPLICATE_PROMPT if key in seen_prompts else None
+                seen_prompts.add(key)
+            if why is not None:
+                stats.hygiene_drop(why)
+                continue
         if cfg.strip_openers and messages and messages[-1]["role"] == "assistant":
             stripped = strip_opener(messages[-1]["content"])
             if stripped is not None:
@@ -172,7 +202,7 @@ def augment_conversations(
         if pool and rng.random() < cfg.ratio:
             for _ in range(MAX_ATTEMPTS):
                 record = augment_one(messages, _draw_types(rng, pool, cfg.max_instructions, conflict, weights), rng,
-                                     stats, decon)
+                                     stats, decon, options=cfg.options, phrasing=cfg.phrasing)
                 if record is not None:
                     break
             if record is None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable
 
+from sftlab.augment.binding import BINDING, bound
 from sftlab.augment.entry import Job, Result, Skip
 from sftlab.augment.text import _content_words, _language_names, detect_language, true_threshold
 
@@ -19,7 +21,8 @@ _FILLER_WORDS = ("basically", "actually", "really", "literally", "obviously", "h
 
 
 def _existence(job: Job) -> Result:
-    cands = _content_words(job.reply)
+    # binding: keywords the reply itself uses, not ones only a title or the repeated request adds
+    cands = _content_words(job.original if job.on(BINDING) else job.reply)
     if not cands:
         raise Skip("no content word in the reply")
     topical = [w for w in cands if w in set(_content_words(job.prompt))]
@@ -29,6 +32,8 @@ def _existence(job: Job) -> Result:
 
 
 def _frequency(job: Job) -> Result:
+    if job.on(BINDING):
+        return _frequency_binding(job)
     cands = _content_words(job.reply)[:40]
     if not cands:
         raise Skip("no content word in the reply")
@@ -52,7 +57,24 @@ def _forbidden(job: Job) -> Result:
     return job.reply, {"forbidden_words": sorted(set(picked))}
 
 
+def _frequency_binding(job: Job) -> Result:
+    """A word the reply uses at least twice, with a threshold close to its count."""
+    def count(w: str) -> Callable[[str], int]:
+        return lambda text: len(re.findall(w, text, flags=re.IGNORECASE))
+
+    cands = [w for w in _content_words(job.original)[:60] if count(w)(job.original) >= 2]
+    if not cands:
+        raise Skip("no content word used twice")
+    word = job.rng.choice(cands)
+    relation, n = bound(job, count(word))
+    return job.reply, {"keyword": word, "frequency": n, "relation": relation}
+
+
 def _letter_frequency(job: Job) -> Result:
+    if job.on(BINDING):
+        letter = job.rng.choice("abcdefghijklmnopqrstuvwxyz")
+        relation, n = bound(job, lambda text: Counter(text.lower())[letter])
+        return job.reply, {"letter": letter, "let_frequency": n, "let_relation": relation}
     counts = Counter(job.reply.lower())
     letter = job.rng.choice("abcdefghijklmnopqrstuvwxyz")
     relation, n = true_threshold(job.rng, counts[letter])
@@ -62,6 +84,9 @@ def _letter_frequency(job: Job) -> Result:
 def _sentences(job: Job) -> Result:
     from lm_eval.tasks.ifeval import instructions_util
 
+    if job.on(BINDING):
+        relation, n = bound(job, instructions_util.count_sentences)
+        return job.reply, {"num_sentences": n, "relation": relation}
     relation, n = true_threshold(job.rng, instructions_util.count_sentences(job.reply))
     return job.reply, {"num_sentences": n, "relation": relation}
 
@@ -69,6 +94,9 @@ def _sentences(job: Job) -> Result:
 def _words(job: Job) -> Result:
     from lm_eval.tasks.ifeval import instructions_util
 
+    if job.on(BINDING):
+        relation, n = bound(job, instructions_util.count_words)
+        return job.reply, {"num_words": n, "relation": relation}
     relation, n = true_threshold(job.rng, instructions_util.count_words(job.reply))
     return job.reply, {"num_words": n, "relation": relation}
 
@@ -76,7 +104,13 @@ def _words(job: Job) -> Result:
 def _capital_words(job: Job) -> Result:
     from lm_eval.tasks.ifeval import instructions_util
 
-    actual = sum(w.isupper() for w in instructions_util.nltk.word_tokenize(job.reply))
+    def count(text: str) -> int:
+        return sum(w.isupper() for w in instructions_util.nltk.word_tokenize(text))
+
+    if job.on(BINDING):
+        relation, n = bound(job, count)
+        return job.reply, {"capital_frequency": n, "capital_relation": relation}
+    actual = count(job.reply)
     relation, n = true_threshold(job.rng, actual)
     return job.reply, {"capital_frequency": n, "capital_relation": relation}
 

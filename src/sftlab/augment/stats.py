@@ -18,6 +18,14 @@ DROP_PARTNER = "another instruction of the example failed"
 DROP_OVERLAP = "instruction wording overlaps an IFEval prompt"
 
 
+def describe_hygiene(counts: dict[str, int]) -> str:
+    """``cut_off 12 (reply cut off mid-sentence), ...``: each rule's count with its reason, largest first."""
+    from sftlab.augment.hygiene import REASONS
+
+    return ", ".join(f"{rule} {n} ({REASONS.get(rule, rule)})"
+                     for rule, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
 @dataclass
 class AugmentStats:
     """What happened: per type attempted/emitted/dropped by reason, and per conversation outcome."""
@@ -30,6 +38,7 @@ class AugmentStats:
     kept_plain_after_failure: int = 0
     written: int = 0
     openers_stripped: int = 0
+    hygiene: dict[str, int] = field(default_factory=dict)  # conversations dropped per hygiene rule
     instructions_per_example: dict[int, int] = field(default_factory=dict)
     types: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -40,6 +49,13 @@ class AugmentStats:
         row = self.type_row(iid)
         row["dropped"][reason] = row["dropped"].get(reason, 0) + 1
 
+    def hygiene_drop(self, rule: str) -> None:
+        self.hygiene[rule] = self.hygiene.get(rule, 0) + 1
+
+    @property
+    def hygiene_dropped(self) -> int:
+        return sum(self.hygiene.values())
+
     @property
     def plain(self) -> int:
         return self.chosen_plain + self.kept_plain_after_failure
@@ -47,6 +63,11 @@ class AugmentStats:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["plain"] = self.plain
+        if self.hygiene:  # absent when nothing was dropped: the stats of runs without hygiene read as before
+            d["hygiene"] = dict(sorted(self.hygiene.items(), key=lambda kv: (-kv[1], kv[0])))
+            d["hygiene_dropped"] = self.hygiene_dropped
+        else:
+            del d["hygiene"]
         d["instructions_per_example"] = {str(k): v for k, v in sorted(self.instructions_per_example.items())}
         d["types"] = {k: {**v, "dropped": dict(sorted(v["dropped"].items(), key=lambda kv: -kv[1]))}
                       for k, v in sorted(self.types.items())}
@@ -56,9 +77,12 @@ class AugmentStats:
         """The printed summary: conversation counts, then one row per type."""
         lines = [
             f"conversations: {self.conversations_in} in, {self.decontaminated} dropped by decontamination "
-            f"({self.decontamination}), {self.written} written: {self.augmented} augmented, {self.plain} plain "
+            f"({self.decontamination}), "
+            + (f"{self.hygiene_dropped} by hygiene, " if self.hygiene else "")
+            + f"{self.written} written: {self.augmented} augmented, {self.plain} plain "
             f"({self.chosen_plain} by the ratio, {self.kept_plain_after_failure} after every attempt failed)",
             *([f"chatty openings removed from replies: {self.openers_stripped}"] if self.openers_stripped else []),
+            *([f"dropped by hygiene: {describe_hygiene(self.hygiene)}"] if self.hygiene else []),
             "instructions per augmented example: " + (", ".join(
                 f"{k}: {v}" for k, v in sorted(self.instructions_per_example.items())) or "none"),
             "",

@@ -14,7 +14,24 @@ import re
 from collections import Counter
 from typing import Any
 
+from sftlab.augment.binding import (
+    BINDING,
+    fitting_end,
+    fitting_postscript,
+    subject_phrase,
+    title_case,
+    two_different_responses,
+)
 from sftlab.augment.entry import Job, Result, Skip
+from sftlab.augment.protect import (
+    has_fence,
+    keep_heads,
+    link_and_code_spans,
+    map_outside,
+    overlaps,
+    protected_spans,
+    without_protected,
+)
 from sftlab.augment.text import (
     _STOPWORDS,
     _WORD_RE,
@@ -47,17 +64,45 @@ def _recased(job: Job, text: str) -> Result:
     return text, {}
 
 
+PRESERVE = "preserve_content"
+
+
+def _recased_around_code(job: Job, fn: str) -> Result:
+    """``preserve_content``: recase the prose only; code, URLs, identifiers and formulas stay as written.
+
+    The checker reads the whole reply, so when a protected span has letters of the other case the
+    instruction could not be met without changing it: the record is skipped for this type instead.
+    """
+    prose = without_protected(job.reply)
+    if detect_language(prose) != "en":
+        raise Skip("reply is not English")
+    text = map_outside(job.reply, getattr(str, fn))
+    if text != getattr(text, fn)():
+        raise Skip("protected text (code, table, URL, identifier) has letters of the other case")
+    if detect_language(without_protected(text)) != "en":
+        raise Skip("recased text not detected as English")
+    if detect_language(text) != "en":  # the checker runs langdetect on the whole reply
+        raise Skip("recased text not detected as English")
+    return text, {}
+
+
 def _lowercase(job: Job) -> Result:
+    if job.on(PRESERVE):
+        return _recased_around_code(job, "lower")
     return _recased(job, job.reply.lower())
 
 
 def _uppercase(job: Job) -> Result:
+    if job.on(PRESERVE):
+        return _recased_around_code(job, "upper")
     return _recased(job, job.reply.upper())
 
 
 def _no_comma(job: Job) -> Result:
     if has_code(job.reply) and "," in job.reply:
         raise Skip("commas in code")
+    if job.on(PRESERVE) and any("," in job.reply[s:e] for s, e in protected_spans(job.reply)):
+        raise Skip("commas in a URL, identifier or formula")
     text = re.sub(r"(?<=\d),(?=\d{3}\b)", "", job.reply)  # 1,000 -> 1000
     text = re.sub(r",(?=\s)", "", text)  # "Yes, it" -> "Yes it"
     text = text.replace(",", " ")  # "a,b" -> "a b"
@@ -65,6 +110,8 @@ def _no_comma(job: Job) -> Result:
 
 
 def _quotation(job: Job) -> Result:
+    if job.on(PRESERVE) and has_fence(job.reply):
+        raise Skip("quotation marks would wrap a code fence")
     text = job.reply.strip()
     if len(text) > 1 and text[0] == '"' and text[-1] == '"':
         return text, {}
@@ -92,7 +139,7 @@ _POSTSCRIPTS = (
 
 
 def _end_phrase(job: Job) -> Result:
-    phrase = job.rng.choice(_END_PHRASES)
+    phrase = fitting_end(job.prompt, job.rng) if job.on(BINDING) else job.rng.choice(_END_PHRASES)
     body = job.reply.rstrip()
     if body.lower().endswith(phrase.lower()):
         return body, {"end_phrase": phrase}
@@ -102,7 +149,8 @@ def _end_phrase(job: Job) -> Result:
 def _postscript(job: Job) -> Result:
     marker = job.rng.choice(("P.S.", "P.P.S"))
     written = "P.P.S." if marker == "P.P.S" else marker
-    return f"{job.reply.rstrip()}\n\n{written} {job.rng.choice(_POSTSCRIPTS)}", {"postscript_marker": marker}
+    note = fitting_postscript(job.prompt, job.rng) if job.on(BINDING) else job.rng.choice(_POSTSCRIPTS)
+    return f"{job.reply.rstrip()}\n\n{written} {note}", {"postscript_marker": marker}
 
 
 def title_for(prompt: str, reply: str, *, keep_bold: bool = False) -> tuple[str, str]:
@@ -137,6 +185,8 @@ def title_for(prompt: str, reply: str, *, keep_bold: bool = False) -> tuple[str,
 
 
 def _title(job: Job) -> Result:
+    if job.on(BINDING):
+        return _subject_title(job)
     title, body = title_for(job.prompt, job.reply,
                             keep_bold="detectable_format:number_highlighted_sections" in job.ids)
     return f"<<{title}>>\n\n{body}", {}
@@ -156,9 +206,23 @@ def _repeat_prompt(job: Job) -> Result:
 # ---- structure
 
 
+def _subject_title(job: Job) -> Result:
+    """binding: the reply's own title line or heading, else a phrase naming the request's subject."""
+    lines = job.reply.strip().split("\n")
+    m = re.match(r"^(?:\*\*)?title:?(?:\*\*)?:?\s*(.+?)(?:\*\*)?$|^#{1,6}\s+(.+?)#*$", lines[0].strip(), re.IGNORECASE)
+    rest = "\n".join(lines[1:]).strip()
+    if m and rest:
+        text = (m.group(1) or m.group(2)).strip().strip('"*').strip().rstrip(":").strip()
+        if 0 < len(text) <= 80 and "<" not in text and ">" not in text:
+            return f"<<{text}>>\n\n{rest}", {}
+    return f"<<{title_case(subject_phrase(job.prompt))}>>\n\n{job.reply.strip()}", {}
+
+
 def _two_responses(job: Job) -> Result:
     if "******" in job.reply:
         raise Skip("reply already holds ******")
+    if job.on(BINDING):
+        return f"{two_different_responses(job.reply)}\n\n******\n\n{job.reply.strip()}", {}
     # The short answer: the opening paragraph, or the first two sentences of a one-paragraph reply,
     # but never a lead-in ("Here is an example:") that promises what only the full answer holds.
     paras = paragraphs(job.reply)
@@ -233,6 +297,8 @@ _LINE_PREFIX = re.compile(r"^(\s*(?:[-*+]\s+|\d{1,2}[.)]\s+|#{1,6}\s+)?)(.*)$")
 
 
 def _highlights(job: Job) -> Result:
+    if job.on(PRESERVE):
+        return _highlights_preserving(job)
     have = _count_highlights(job.reply)
     if have >= 1:  # relabel: markdown emphasis already there
         return job.reply, {"num_highlights": job.rng.randint(max(1, have // 2), have)}
@@ -273,8 +339,16 @@ def _highlights(job: Job) -> Result:
     return "\n".join(lines), {"num_highlights": n}
 
 
-def _sections(job: Job) -> Result:
+def _units(job: Job) -> list[str]:
+    """Paragraphs, or with ``preserve_content`` blocks that keep each heading with what follows it."""
     paras = paragraphs(job.reply)
+    if job.on(PRESERVE):
+        paras = ["\n\n".join(u) for u in keep_heads(paras)]
+    return paras
+
+
+def _sections(job: Job) -> Result:
+    paras = _units(job)
     if len(paras) < 2:
         raise Skip("fewer than two paragraphs")
     # An all-caps reply turns 'Section' into 'SECTION', which the checker then no longer counts.
@@ -289,7 +363,7 @@ def _sections(job: Job) -> Result:
 def _paragraph_dividers(job: Job) -> Result:
     if "***" in job.reply:
         raise Skip("reply already holds ***")
-    paras = paragraphs(job.reply)
+    paras = _units(job)
     if len(paras) < 2:
         raise Skip("fewer than two paragraphs")
     n = job.rng.randint(2, min(6, len(paras)))
@@ -340,8 +414,78 @@ def _placeholders(job: Job) -> Result:
         raise Skip("no placeholder slot")
     text, made = job.reply, 0
     for pattern, slot in _SUBSTITUTIONS:
-        text, k = pattern.subn(slot, text)
+        if job.on(PRESERVE):
+            text, k = _substitute_keeping(pattern, slot, text, job.prompt)
+        else:
+            text, k = pattern.subn(slot, text)
         made += k
     if not made:
         raise Skip("no placeholder slot")
     return text, {"num_placeholders": job.rng.randint(1, min(made, 8))}
+
+
+def _substitute_keeping(pattern: re.Pattern[str], slot: str, text: str, prompt: str) -> tuple[str, int]:
+    """Placeholders that keep content: never for a link, never for what the prompt itself names
+    (the date or address the user asked about is the answer, not a slot)."""
+    if slot == "[link]":
+        return text, 0
+    asked = prompt.lower()
+    made = 0
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal made
+        core = m.group(0).split(" ", 1)[-1].rstrip(",") if slot.startswith("\\1") else m.group(0)
+        if core.lower() in asked:
+            return m.group(0)
+        made += 1
+        return m.expand(slot)
+
+    return pattern.sub(sub, text), made
+
+
+def _key_terms(job: Job) -> list[tuple[int, str, str, str]]:
+    out, taken = [], set()
+    rows = [(i, line) for i, line, code in _outside_code_lines(job.reply)
+            if not code and "*" not in line and line.count("|") < 2]  # table cells are data
+    for word in _content_words(job.prompt)[:20]:
+        for i, line in rows:
+            m = re.search(r"\b" + re.escape(word) + r"\b", line, flags=re.IGNORECASE)
+            if m and i not in taken and m.start() > 0 and not overlaps(link_and_code_spans(line), m.start(), m.end()):
+                out.append((i, line[:m.start()], m.group(0), line[m.end():]))
+                taken.add(i)
+                break
+        if len(out) >= 4:
+            break
+    return out
+
+
+def _highlights_preserving(job: Job) -> Result:
+    """Highlights that never touch code or a URL: existing emphasis counted outside them, new bold
+    only on a label or a short opening sentence that no protected span overlaps."""
+    have = _count_highlights(without_protected(job.reply))
+    if have >= 1:
+        return job.reply, {"num_highlights": job.rng.randint(max(1, have // 2), have)}
+    lines = job.reply.split("\n")
+    cands = []
+    for i, line, code in _outside_code_lines(job.reply):
+        m = _LINE_PREFIX.match(line)
+        body = m.group(2) if m else ""
+        if code or "*" in line or line.count("|") >= 2 or len(body.split()) < 2:
+            continue
+        label = re.match(r"([^.!?:]{2,60}):\s", body)
+        span = label.group(1) if label and len(label.group(1).split()) <= 6 else \
+            re.match(r"[^.!?:]*[.!?]?", body).group(0).rstrip()
+        if not 2 <= len(span.split()) <= 15:
+            continue
+        start = len(m.group(1))
+        if overlaps(link_and_code_spans(line), start, start + len(span)):
+            continue
+        cands.append((i, m.group(1), span, body[len(span):]))
+    if not cands:  # else a term of the request, bolded where the reply first uses it in prose
+        cands = _key_terms(job)
+    if not cands:
+        raise Skip("no line to highlight outside code and links")
+    n = min(len(cands), job.rng.choice((1, 2, 2, 3, 3, 4)))
+    for i, prefix, span, tail in sorted(job.rng.sample(cands, n)):
+        lines[i] = f"{prefix}**{span}**{tail}"
+    return "\n".join(lines), {"num_highlights": n}

@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sftlab.eval.tasks import DEFAULT_BENCHMARK
+
 
 def shared_dir() -> Path:
     """The offline assets folder: ``$SFTLAB_SHARED`` or ``shared/`` next to the checkout."""
@@ -40,10 +42,10 @@ def shared_dir() -> Path:
 
 
 #: The offline inputs of each benchmark, under the shared assets folder.
-PROMPT_FILES = {"ifeval": ("ifeval", "input_data.jsonl"), "ifbench": ("ifbench", "IFBench_test.jsonl")}
+PROMPT_FILES = {DEFAULT_BENCHMARK: ("ifeval", "input_data.jsonl"), "ifbench": ("ifbench", "IFBench_test.jsonl")}
 
 
-def load_prompts(n: int, seed: int = 0, benchmark: str = "ifeval") -> list[str]:
+def load_prompts(n: int, seed: int = 0, benchmark: str = DEFAULT_BENCHMARK) -> list[str]:
     """The first ``n`` of the prompts ``sftlab eval --benchmark B --sample n --seed seed`` scores (same selection)."""
     from sftlab.eval.inputs import sample_order
     from sftlab.eval.tasks import get_task
@@ -85,7 +87,7 @@ def _as_dtype(model, dtype: str):
 
 def run(quick: bool = False, n_prompts: int = 32, max_new_tokens: int = 128, batch_size: int = 16,
         real_prompts: int = 32, real_max_new_tokens: int = 256, real: bool = True,
-        synthetic: bool = True, real_benchmark: str = "ifeval") -> dict[str, Any]:
+        synthetic: bool = True, real_benchmark: str = DEFAULT_BENCHMARK) -> dict[str, Any]:
     """``synthetic=False`` measures only the real workload (``sftlab bench --eval-only``), on
     ``real_benchmark``'s prompts (``--eval-benchmark``)."""
     if quick:
@@ -133,7 +135,7 @@ def _run_synthetic(n_prompts: int, max_new_tokens: int, batch_size: int) -> dict
     return res
 
 
-def run_real(n_prompts: int = 32, max_new_tokens: int = 256, benchmark: str = "ifeval") -> dict[str, Any]:
+def run_real(n_prompts: int = 32, max_new_tokens: int = 256, benchmark: str = DEFAULT_BENCHMARK) -> dict[str, Any]:
     """The evaluation workload: real IFEval (or IFBench) prompts and weights, useful tokens/s (see the module doc)."""
     import sftlab.eval.generate as gen
     from sftlab.errors import SftlabError

@@ -47,6 +47,8 @@ def _one_line_error(message: str) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from sftlab.augment.config import INSTRUCTION_COUNTS, AugmentConfig
+    from sftlab.augment.hygiene import HYGIENE_RULES
+    from sftlab.augment.phrasing import PHRASINGS
 
     def A(name: str):  # AugmentConfig's default of a field: A("seed")
         return field_default(AugmentConfig, name)
@@ -91,6 +93,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strip-openers", action="store_true", default=A("strip_openers"),
                    help="remove chatty openings from the replies (\"Sure, here's ...:\", \"Certainly! I'd be happy "
                         "to help.\"): they restate the request, against its own constraints")
+    p.add_argument("--hygiene", default=A("hygiene"), metavar="RULE,...",
+                   help="drop, and count, conversations not worth learning from: all, or any of "
+                        + ", ".join(HYGIENE_RULES))
+    p.add_argument("--preserve-content", action="store_true", default=A("preserve_content"),
+                   help="transforms keep code, URLs, identifiers, formulas, links and headings intact, or are "
+                        "skipped and counted")
+    p.add_argument("--phrasing", choices=PHRASINGS, default=A("phrasing"),
+                   help="v1: the original wording after the request; v2: 8+ phrasings per type, terse or polite, "
+                        f"before or after the request or as a system message (default {A('phrasing')})")
+    p.add_argument("--own-types", action="store_true", default=A("own_types"),
+                   help="add sftlab's own constraint types (sftlab:*) to the default pool")
+    p.add_argument("--binding", action="store_true", default=A("binding"),
+                   help="constraints that bind: tight thresholds counted on the reply itself, two different "
+                        "responses, titles naming the subject, fitting endings and postscripts")
     p.add_argument("--replies-from", default=None, metavar="MODEL",
                    help="self-distillation: MODEL (the one you will fine-tune) answers each single-turn prompt "
                         "itself, greedily, and the instructions are fitted to its answers; multi-turn "
@@ -123,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
                         ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram,
                         decontaminate=not args.no_decontaminate, ifeval_data=args.ifeval_data,
-                        strip_openers=args.strip_openers, replies="model" if args.replies_from else "dataset",
+                        strip_openers=args.strip_openers, hygiene=args.hygiene,
+                        preserve_content=args.preserve_content, phrasing=args.phrasing, own_types=args.own_types,
+                        binding=args.binding, replies="model" if args.replies_from else "dataset",
                         **({"reply_max_new_tokens": args.reply_max_new_tokens} if args.reply_max_new_tokens else {}))
     tokenizer = None
     if args.replies_from:  # the model's spec and tokenizer are checked before any reading

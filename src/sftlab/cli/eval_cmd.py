@@ -78,7 +78,7 @@ def _inputs(args: argparse.Namespace, benchmark: str) -> str | None:
 
     if args.ifeval_data is not None and args.data is not None:
         raise SftlabError("give the inputs with either --data or --ifeval-data, not both")
-    if args.ifeval_data is not None and benchmark != "ifeval":
+    if args.ifeval_data is not None and benchmark != DEFAULT_BENCHMARK:
         raise SftlabError(f"--ifeval-data names IFEval inputs; for --benchmark {benchmark} use --data FILE_OR_HUB_ID")
     return args.data if args.data is not None else args.ifeval_data
 

@@ -37,7 +37,7 @@ def _data_info(spec: str, inputs: list[dict], n_total: int, **selection: Any) ->
 def _task_and_data(benchmark: str, data: str | None, ifeval_data: str | None) -> tuple[Task, str]:
     """The task, and its inputs: ``data``, else (IFEval only) ``ifeval_data``, else the task's hub id."""
     task = get_task(benchmark)
-    if ifeval_data is not None and task.name != "ifeval":
+    if ifeval_data is not None and task.name != DEFAULT_BENCHMARK:
         raise SftlabError(f"--ifeval-data names IFEval inputs; for {task.title} use --data")
     return task, str(data or ifeval_data or task.hub_id)
 

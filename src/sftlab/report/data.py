@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sftlab.augment.stats import DROP_OVERLAP
+from sftlab.augment.checkers import PREFIX as OWN_PREFIX
+from sftlab.augment.hygiene import REASONS
+from sftlab.augment.stats import DROP_OVERLAP, describe_hygiene
 from sftlab.data import describe_data
 from sftlab.errors import SftlabError
 from sftlab.experiment.typesplit import TypeSplit, type_split
@@ -59,12 +61,15 @@ def constraints_sentence(split: TypeSplit | None, stats: dict[str, Any] | None) 
     if not aug.get("augmented"):
         return ("The training data holds no added IFEval-style constraints: the config has an `augment:` block, "
                 f"but none of the {_count(aug.get('written'))} conversations received instructions. {held}")
-    n_types = sum(1 for row in (aug.get("types") or {}).values() if row.get("emitted"))
+    emitted = [iid for iid, row in (aug.get("types") or {}).items() if row.get("emitted")]
+    n_own = sum(iid.startswith(OWN_PREFIX) for iid in emitted)
+    n_types = f"{len(emitted) - n_own} IFEval and {n_own} sftlab" if n_own else f"{len(emitted)} IFEval"
     text = (f"The training data holds IFEval-style constraints: {_count(aug['augmented'])} of the "
             f"{_count(aug.get('written'))} conversations augmentation wrote carry "
-            f"{_range(aug.get('instructions_per_example') or {})} verifiable instructions of {n_types} IFEval "
-            f"instruction types (of {len(split.trained)} drawn from), each checked by the IFEval scorer; "
-            f"{_count(aug.get('plain'))} stayed plain. {held}")
+            f"{_range(aug.get('instructions_per_example') or {})} verifiable instructions of {n_types} "
+            f"instruction types (of {len(split.trained)} drawn from), each checked by the IFEval scorer"
+            + (" (sftlab's own types by sftlab's checkers)" if n_own else "")
+            + f"; {_count(aug.get('plain'))} stayed plain. {held}")
     if aug.get("kept_augmented") is not None:
         text += (f" After preprocessing (over-long or empty conversations dropped) the training data holds "
                  f"{_count(aug['kept_augmented'])} augmented and {_count(aug.get('kept_plain'))} plain conversations.")
@@ -93,11 +98,22 @@ def _sizes_rows(rec: RunRecord, stats: dict[str, Any] | None) -> list[list[Any]]
         aug = stats.get("augment")
         if isinstance(aug, dict) and aug.get("decontaminated"):
             rows.append(["dropped by IFEval decontamination", _count(aug["decontaminated"])])
+        if isinstance(aug, dict):
+            rows += [[f"dropped by hygiene: {REASONS.get(k, k)}", _count(v)] for k, v in (aug.get("hygiene") or {}).items()]
     packed = " (packed sequences)" if rec.config.get("packing") else ""
     held = "`eval_data`" if rec.config.get("eval_data") else f"eval_fraction {rec.config.get('eval_fraction', 'n/a')}"
     rows.append([f"training split{packed}", _count(first(rec.summary, "num_train_examples"))])
     rows.append([f"held-out split ({held}){packed}", _count(first(rec.summary, "num_eval_examples"))])
     return rows
+
+
+SWITCHES = ("preserve_content", "own_types", "binding")
+"""Issue #24's construction switches the section names when they are on (hygiene and phrasing have their own words)."""
+
+
+def _switches_on(cfg: dict[str, Any]) -> list[str]:
+    on = [k for k in SWITCHES if cfg.get(k)]
+    return on + ([f"phrasing {cfg['phrasing']}"] if cfg.get("phrasing", "v1") != "v1" else [])
 
 
 def _augment_blocks(aug: dict[str, Any], split: TypeSplit) -> list[Block]:
@@ -114,6 +130,10 @@ def _augment_blocks(aug: dict[str, Any], split: TypeSplit) -> list[Block]:
         + (", ".join(f"{k}: {v}" for k, v in sorted(per.items())) or "none") + "."
         + (f" Chatty openings (\"Sure, here's ...:\") removed from {_count(aug['openers_stripped'])} replies."
            if aug.get("openers_stripped") else ""),
+        *([f"Hygiene ({', '.join(cfg.get('hygiene') or []) or 'rules n/a'}): "
+           f"{_count(sum((aug.get('hygiene') or {}).values()))} conversations dropped before augmentation; "
+           + describe_hygiene(aug["hygiene"]) + "."] if aug.get("hygiene") else []),
+        *([f"Construction switches on: {', '.join(_switches_on(cfg))}."] if _switches_on(cfg) else []),
         f"Decontamination ({aug.get('decontamination', 'n/a')}; n = {cfg.get('ngram', 'n/a')} words): "
         f"{_count(aug.get('decontaminated'))} conversations dropped for an n-gram shared with an IFEval prompt; "
         f"{overlap} instructions dropped because their wording overlapped one.",

@@ -15,6 +15,7 @@ from typing import Any
 
 from sftlab.errors import SftlabError
 from sftlab.eval.ifeval import METRICS, aggregate
+from sftlab.eval.tasks import DEFAULT_BENCHMARK
 from sftlab.experiment.typesplit import CategorySplit, TypeSplit
 from sftlab.layout import EvalDir
 from sftlab.report.results import RunRecord, best_index, results_row
@@ -39,7 +40,7 @@ class EvalData:
 
 def benchmark_of(ev: EvalData) -> str:
     """The benchmark an evaluation scored (summaries written before benchmarks existed are IFEval's)."""
-    return str(ev.summary.get("benchmark") or "ifeval")
+    return str(ev.summary.get("benchmark") or DEFAULT_BENCHMARK)
 
 
 def load_eval(eval_dir: str | Path) -> EvalData:
