@@ -498,13 +498,14 @@ def test_preprocess_config_is_derived_from_the_training_config():
     cfg = TrainConfig(model="m", tokenizer="t", data="d", conversation_field="msgs", max_samples=5, max_rounds=2,
                       strict=True, masking="reverse", chat_template="chatml", model_max_length=99, truncation="left",
                       num_proc=3, system_prompt="sys", augment={"ratio": 0.5}, train_on_eos=False,
-                      train_on_role_header=False)
+                      train_on_role_header=False, special_text="keep")
     got = dataclasses.asdict(PreprocessConfig.from_train_config(cfg, sample_seed=7))
     assert got == {"data": "d", "tokenizer": "t", "chat_template": "chatml", "conversation_field": "msgs",
                    "masking": "reverse", "max_length": 99, "truncation": "left", "max_rounds": 2, "max_samples": 5,
                    "sample_seed": 7, "strict": True, "num_proc": 3, "system_prompt": "sys",
                    "augment": {"ratio": 0.5}, "train_on_eos": False, "train_on_role_header": False,
-                   "model": "m"}  # the model answers the prompts under augment.replies: model
+                   "model": "m",  # the model answers the prompts under augment.replies: model
+                   "special_text": "keep"}
     assert PreprocessConfig.from_train_config(TrainConfig(model="m", data="d")).tokenizer == "m"
 
 

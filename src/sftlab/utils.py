@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import errno
 import hashlib
 import json
 import os
@@ -11,6 +13,32 @@ from typing import Any
 
 from sftlab.errors import SftlabError
 
+#: Encoding error handler of every sftlab writer: a lone UTF-16 surrogate (a JSON ``"\\ud800"`` escape in
+#: the input, kept in a response or an id) becomes U+FFFD instead of a ``UnicodeEncodeError`` mid-write.
+SURROGATES_REPLACED = "sftlab-surrogates-replaced"
+
+
+def _replace_surrogates(e: UnicodeError) -> tuple[bytes, int]:
+    # Bytes, not "\ufffd": CPython's UTF-8 encoder takes only ASCII text back from an error handler.
+    if isinstance(e, UnicodeEncodeError):
+        return "\ufffd".encode() * (e.end - e.start), e.end
+    raise e
+
+
+codecs.register_error(SURROGATES_REPLACED, _replace_surrogates)
+
+
+def disk_full_error(path: str | os.PathLike, needed: int, e: OSError) -> SftlabError | None:
+    """A one-line error for a full disk while writing ``needed`` bytes to ``path``, else None."""
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+        return None
+    try:
+        free = os.statvfs(Path(path).parent).f_bavail * os.statvfs(Path(path).parent).f_frsize
+    except OSError:
+        free = 0
+    return SftlabError(f"no space left on device writing {path}: needs {needed:,} bytes, {free:,} free; free some "
+                       "space and run the same command again")
+
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` so that a reader sees either the old file or the whole new one.
@@ -19,7 +47,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     the target: a process killed half-way never leaves a truncated JSON behind that a later
     step would trust.
     """
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8", errors=SURROGATES_REPLACED))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -33,11 +61,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        full = disk_full_error(path, len(data), e) if isinstance(e, OSError) else None
+        if full is not None:
+            raise full from None
         raise
 
 
@@ -167,11 +198,26 @@ def append_jsonl(path: str | os.PathLike, records: list[dict[str, Any]] | dict[s
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
+    blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8", errors=SURROGATES_REPLACED)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError as e:
+            full = disk_full_error(path, len(blob), e)
+            if full is None:
+                raise
+            try:  # no torn line left behind: the file ends after its last complete record
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise full from None
+    finally:
+        os.close(fd)
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     from sftlab.eval.bridge import evaluate, score_file
     from sftlab.eval.scoring import format_table
     from sftlab.eval.tasks import get_task
+    from sftlab.train.validate import check_output_dir
+
+    check_output_dir(args.output_dir)  # a file, /dev/null, under /proc: refused before any work
 
     task = get_task(args.benchmark)
     data = _inputs(args, task.name)

@@ -78,6 +78,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-rounds", type=positive_int, default=D.max_rounds, metavar="N",
                    help="keep the first N user->assistant rounds of each conversation")
     p.add_argument("--strict", action="store_true", default=D.strict, help="make any skipped record or unknown role an error")
+    p.add_argument("--special-text", choices=("skip", "keep"), default=D.special_text,
+                   help="a message whose content holds a special token's text (<|im_end|>) would forge a turn "
+                        "boundary: skip such conversations, counted (default), or keep them (the old behaviour)")
 
 
 def data_value(values: list[str]):
@@ -88,12 +91,13 @@ def data_value(values: list[str]):
 
     from sftlab.data import parse_data_specs
     from sftlab.errors import ConfigError
+    from sftlab.train.yaml_load import load_yaml  # bounded depth and aliases, duplicate keys refused
 
     items: list = []
     for v in values:
         if v.lstrip().startswith(("{", "[")):
             try:
-                parsed = yaml.safe_load(v)
+                parsed = load_yaml(v)
             except yaml.YAMLError as e:
                 raise ConfigError(f"--data {v!r} is not a valid YAML spec: {str(e).splitlines()[0]}") from None
             items += parsed if isinstance(parsed, list) else [parsed]
@@ -140,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         sample_seed=args.sample_seed,
         strict=args.strict,
         num_proc=args.num_proc,
+        special_text=args.special_text,
     )
     res = preprocess(cfg, args.output_dir, progress=not args.no_progress)
     s = res.stats

@@ -64,6 +64,7 @@ class _Tally:
     dropped_turns: Counter = field(default_factory=Counter)
     records_read: int = 0
     system_prompt_added: int = 0
+    repaired: int = 0  # records whose lone surrogates were replaced (sftlab.data.hostile)
 
 
 def _convert(rec: Record, *, fmt: str, columns: dict[str, str] | None, conversation_field: str,
@@ -128,6 +129,7 @@ def load_source(
     stop_early = max_samples is not None and sample_seed is None
     for rec in iter_records(source, notes, name=name, split=split):
         tally.records_read += 1
+        tally.repaired += rec.repaired > 0
         messages = _convert(rec, fmt=fmt, columns=columns, conversation_field=conversation_field,
                             max_rounds=max_rounds, strict=strict, tally=tally)
         if messages is None:
@@ -161,4 +163,7 @@ def load_source(
     }
     if system_prompt:
         stats["system_prompt_added"] = tally.system_prompt_added
+    if tally.repaired:
+        stats["repaired_surrogates"] = tally.repaired
+        notes.append(f"{tally.repaired} records held lone UTF-16 surrogates, replaced by U+FFFD")
     return LoadResult(conversations=conversations, ids=ids, stats=stats)

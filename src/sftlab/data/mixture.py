@@ -73,8 +73,9 @@ def _source_stats(spec: DataSpec, res: LoadResult, weight: float | None, drawn: 
     out = {"source": spec.label(), "path": spec.path, "name": spec.name, "split": spec.split, "format": spec.format,
            "records_read": s["records_read"], "kept": s["kept"], "skipped": s["skipped"],
            "dropped_turns": s["dropped_turns"], "weight": weight, "drawn": drawn, "notes": s["notes"]}
-    if "system_prompt_added" in s:
-        out["system_prompt_added"] = s["system_prompt_added"]
+    for key in ("system_prompt_added", "repaired_surrogates"):
+        if key in s:
+            out[key] = s[key]
     return out
 
 
@@ -102,8 +103,9 @@ def _merge_stats(per_source: list[dict[str, Any]], size: int, seed: int, explici
         "sources": per_source,
         "mix": {"seed": seed, "size": size, "weights": "explicit" if explicit else "source sizes"},
     }
-    if any("system_prompt_added" in s for s in per_source):
-        stats["system_prompt_added"] = sum(s.get("system_prompt_added", 0) for s in per_source)
+    for key in ("system_prompt_added", "repaired_surrogates"):
+        if any(key in s for s in per_source):
+            stats[key] = sum(s.get(key, 0) for s in per_source)
     return stats
 
 

@@ -17,6 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sftlab.data.hostile import (
+    check_csv_rows,
+    check_regular_file,
+    decode_json,
+    may_hold_surrogates,
+    repair_surrogates,
+)
 from sftlab.errors import DataError, SftlabError
 
 SHAREGPT_NAME = "sharegpt"
@@ -36,6 +43,7 @@ class Record:
     index: int  # position within its file (or its list, for JSON objects of lists)
     line: int | None = None  # 1-based line for JSONL
     key: str | None = None  # the JSON object's key holding the list, if any
+    repaired: int = 0  # strings whose lone UTF-16 surrogates were replaced by U+FFFD (sftlab.data.hostile)
 
     def where(self) -> str:
         return f"record {self.index}" if self.key is None else f"record {self.key}[{self.index}]"
@@ -86,34 +94,32 @@ def iter_jsonl(path: str | Path, *, where: str | None = None, allow_empty: bool 
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(where, f"invalid JSON: {e.msg} (column {e.colno})", line=lineno) from None
-        yield lineno, obj
+        yield lineno, decode_json(line, where, lineno)
 
 
 def _iter_jsonl(path: Path, name: str) -> Iterator[Record]:
     for index, (lineno, obj) in enumerate(iter_jsonl(path)):
-        yield Record(obj, str(path), name, index, line=lineno)
+        fixed, n = repair_surrogates(obj)
+        yield Record(fixed, str(path), name, index, line=lineno, repaired=n)
 
 
 def _iter_json(path: Path, name: str) -> Iterator[Record]:
     text = _read_text(path)
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(str(path), f"invalid JSON: {e.msg} (column {e.colno})", line=e.lineno) from None
+    obj = decode_json(text, str(path))
+    # Lone surrogates can only come from \u escapes: look for one before walking the records.
+    fix = repair_surrogates if may_hold_surrogates(text) else (lambda r: (r, 0))
     if isinstance(obj, list):
         for i, rec in enumerate(obj):
-            yield Record(rec, str(path), name, i)
+            fixed, n = fix(rec)
+            yield Record(fixed, str(path), name, i, repaired=n)
     elif isinstance(obj, dict):
         lists = {k: v for k, v in obj.items() if isinstance(v, list)}
         if not lists:
             raise DataError(str(path), "JSON object has no list of records (expected an array, or an object of arrays)")
         for key, values in lists.items():
             for i, rec in enumerate(values):
-                yield Record(rec, str(path), name, i, key=str(key))
+                fixed, n = fix(rec)
+                yield Record(fixed, str(path), name, i, key=str(key), repaired=n)
     else:
         raise DataError(str(path), f"top-level JSON must be an array or an object, got {type(obj).__name__}")
 
@@ -125,6 +131,8 @@ def _iter_table(path: Path, name: str) -> Iterator[Record]:
 
     kind = path.suffix.lower().lstrip(".")
     kwargs = {"keep_default_na": False} if kind == "csv" else {}
+    if kind == "csv":
+        check_csv_rows(path)
     was_enabled = is_progress_bar_enabled()
     disable_progress_bars()
     try:
@@ -240,6 +248,10 @@ def iter_json_array_items(
                         )
                     return
                 raise DataError(str(path), f"invalid JSON: {e.msg} near character {c.consumed + e.pos}") from None
+            except RecursionError:
+                raise DataError(str(path), f"invalid JSON: nested too deeply near character {c.consumed + c.pos}") from None
+            except ValueError as e:  # an integer literal beyond the interpreter's digit limit
+                raise DataError(str(path), f"invalid JSON: {str(e).splitlines()[0]}") from None
             c.want = chunk_chars
             c.pos = end
             yield item
@@ -261,7 +273,8 @@ def _sharegpt_path() -> Path:
 def _iter_sharegpt(notes: list[str]) -> Iterator[Record]:
     path = _sharegpt_path()
     for i, item in enumerate(iter_json_array_items(path, allow_truncated_tail=True, notes=notes)):
-        yield Record(item, str(path), SHAREGPT_NAME, i)
+        fixed, n = repair_surrogates(item)
+        yield Record(fixed, str(path), SHAREGPT_NAME, i, repaired=n)
 
 
 def _split_names(dataset_id: str, name: str | None) -> list[str] | None:
@@ -322,6 +335,13 @@ def data_files(source: str) -> list[Path] | None:
     if source == SHAREGPT_NAME:
         return None
     p = Path(source).expanduser()
+    try:
+        return _local_files(source, p)
+    except OSError as e:  # a name too long, a loop of links, a path through a file
+        raise DataError(str(p)[:200], f"cannot access: {e.strerror or e}") from None
+
+
+def _local_files(source: str, p: Path) -> list[Path] | None:
     if p.is_dir():
         files = sorted(
             f
@@ -334,6 +354,7 @@ def data_files(source: str) -> list[Path] | None:
             raise DataError(str(p), "directory has no .json or .jsonl data files (nor .parquet; give a CSV file by its path)")
         return files
     if p.exists():
+        check_regular_file(p)  # a FIFO would block the reader forever
         return [p]
     if _looks_like_path(source):
         raise DataError(str(p), "no such file or directory")

@@ -12,6 +12,7 @@ from typing import Any
 
 from sftlab.data import iter_jsonl, load_hub_split
 from sftlab.errors import DataError, SftlabError
+from sftlab.eval.inputcheck import check_kwargs
 from sftlab.eval.task import Task
 
 REQUIRED_FIELDS = ("key", "prompt", "instruction_id_list", "kwargs")
@@ -71,6 +72,7 @@ def _validate_input(spec: str, lineno: int, rec: Any, registry: dict[str, Any]) 
     for iid in ids:
         if iid not in registry:
             raise DataError(spec, f"unknown instruction id '{iid}'", line=lineno, field="instruction_id_list")
+    check_kwargs(spec, lineno, ids, kwargs, registry)  # against each checker's signature (sftlab.eval.inputcheck)
     return {"key": rec["key"], "prompt": rec["prompt"], "instruction_id_list": list(ids),
             "kwargs": [dict(k or {}) for k in kwargs]}
 

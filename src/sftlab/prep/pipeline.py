@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sftlab import __version__
-from sftlab.errors import ConfigError, DataError, SftlabError, check_choice
+from sftlab.errors import ConfigError, DataError, check_choice
 from sftlab.layout import CACHE, CACHE_DATA, CACHE_MANIFEST, STATS
 from sftlab.prep.choices import MASKING_STRATEGIES, TRUNCATIONS
 from sftlab.prep.masking_parts import IGNORE_INDEX
+from sftlab.prep.special_text import SPECIAL_TEXT_CHOICES, drop_forged
 from sftlab.prep.stats import format_stats  # noqa: F401  (part of this module's API)
 from sftlab.prep.stats import percentiles as _percentiles
 from sftlab.utils import atomic_write_json, file_table, stable_hash
@@ -82,6 +83,8 @@ class PreprocessConfig:
     augment: dict | None = None
     #: The model being fine-tuned: it answers the prompts when ``augment.replies`` is ``model``.
     model: str | None = None
+    #: Content holding special-token text: ``skip`` (counted) or ``keep`` (see sftlab.prep.special_text).
+    special_text: str = "skip"
 
     @classmethod
     def from_train_config(cls, cfg: TrainConfig, sample_seed: int | None = None) -> PreprocessConfig:
@@ -93,6 +96,7 @@ class PreprocessConfig:
             sample_seed=sample_seed, strict=cfg.strict, num_proc=cfg.num_proc, augment=cfg.augment,
             system_prompt=cfg.system_prompt, train_on_eos=getattr(cfg, "train_on_eos", True),
             train_on_role_header=getattr(cfg, "train_on_role_header", True), model=cfg.model,
+            special_text=getattr(cfg, "special_text", "skip"),
         )
 
     def validate(self) -> None:
@@ -101,6 +105,7 @@ class PreprocessConfig:
         check_choice("masking", self.masking, MASKING_STRATEGIES)
         for name in [n for n in ("train_on_eos", "train_on_role_header") if not isinstance(getattr(self, n), bool)]:
             raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        check_choice("special_text", self.special_text, SPECIAL_TEXT_CHOICES)
         check_choice("truncation", self.truncation, TRUNCATIONS)
         if not isinstance(self.max_length, int) or self.max_length < 1:
             raise ConfigError(f"max_length must be a positive integer, got {self.max_length!r}")
@@ -174,6 +179,7 @@ def cache_key_inputs(cfg: PreprocessConfig, tokenizer: Tokenizer, data_fingerpri
         "masking": cfg.masking,
         "max_length": cfg.max_length,
         "truncation": cfg.truncation,
+        "special_text": cfg.special_text,
         # Only present when set, so that caches built without augmentation keep their keys.
         **({"augment": aug.cache_info()} if aug is not None else {}),
         # The answering model's identity: new weights mean new replies, so a new cache.
@@ -314,6 +320,7 @@ def _load(cfg: PreprocessConfig, tokenizer: Tokenizer, progress: bool) -> LoadRe
         seed = cfg.sample_seed if (cfg.sample_seed is not None and cfg.max_samples is not None) else 0
         loaded = load_mixture(cfg.data, seed=seed, system_prompt=cfg.system_prompt, **common)
     loaded.conversations, folded = fit_to_template(loaded.conversations, tokenizer)
+    drop_forged(loaded, tokenizer, mode=cfg.special_text, strict=cfg.strict, where=cfg.data)  # prep.special_text
     if folded:
         loaded.stats["folded_tool_turns"] = folded
         loaded.stats["notes"].append(f"the chat template has no tool role: {folded} tool turns folded into user turns")
@@ -454,7 +461,7 @@ def _stats_record(cfg: PreprocessConfig, loaded: LoadResult, rows: _Rows, n_kept
     }
     stats.update({k: False for k in ("train_on_eos", "train_on_role_header") if getattr(cfg, k) is False})
     stats.update({"weighted_conversations": len(rows.weights)} if rows.weights else {})
-    for key in ("augment", "replies", "sources", "mix", "system_prompt_added", "folded_tool_turns"):
+    for key in ("augment", "replies", "sources", "mix", "system_prompt_added", "folded_tool_turns", "repaired_surrogates"):
         if key in loaded.stats:
             stats[key] = loaded.stats[key]
     if "augment" in stats:  # what training sees, after the drops above
@@ -531,10 +538,15 @@ def preprocess(
     """
     cfg.validate()
     from sftlab.data import source_fingerprint
+    from sftlab.prep.build_guard import build_errors, check_template, install, remove_orphans
+    from sftlab.train.validate import check_output_dir, check_system_prompt_tokens
 
+    check_output_dir(output_dir)
     output_dir = Path(output_dir)
     data_fp = source_fingerprint(cfg.data)  # first: a missing path fails before the tokenizer loads
     tok = _resolve_tokenizer(cfg, tokenizer)
+    check_template(tok, cfg.chat_template)
+    check_system_prompt_tokens(cfg.system_prompt, tok, cfg.max_length)
     key_inputs = cache_key_inputs(cfg, tok, data_fp)
     key = stable_hash(key_inputs, length=20)
     cache_root = output_dir / CACHE
@@ -542,7 +554,7 @@ def preprocess(
 
     stats: dict | None = None
     ds = None
-    hit = False
+    hit, why = False, None
     if cache_dir.exists():
         why = check_cache(cache_dir, key)
         if why is None:
@@ -556,10 +568,12 @@ def preprocess(
             print(f"sftlab preprocess: cache {cache_dir.name} is invalid ({why}); rebuilding", file=sys.stderr)
     if not hit:
         cache_root.mkdir(parents=True, exist_ok=True)
+        remove_orphans(cache_root)
         build_dir = cache_root / f".build-{key}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
             build_dir.mkdir()
-            _build(cfg, tok, build_dir, progress)
+            with build_errors(build_dir):
+                _build(cfg, tok, build_dir, progress)
             manifest = {
                 "key": key,
                 "cache_format": CACHE_FORMAT,
@@ -569,8 +583,9 @@ def preprocess(
                 "config": asdict(cfg),
                 "files": file_table(build_dir, exclude=CACHE_MANIFEST),
             }
-            atomic_write_json(build_dir / CACHE_MANIFEST, manifest)  # last: marks the cache complete
-            _install(build_dir, cache_dir, key)
+            with build_errors(build_dir):
+                atomic_write_json(build_dir / CACHE_MANIFEST, manifest)  # last: marks the cache complete
+            install(build_dir, cache_dir, key, replace=why is not None, is_valid=check_cache)
         finally:
             if build_dir.exists():
                 shutil.rmtree(build_dir, ignore_errors=True)
@@ -582,19 +597,3 @@ def preprocess(
     stats["cache_key"] = key
     atomic_write_json(output_dir / STATS, stats)
     return PreprocessResult(dataset=ds, stats=stats, cache_dir=cache_dir, cache_hit=hit)
-
-
-def _install(build_dir: Path, cache_dir: Path, key: str) -> None:
-    """Move a finished build into place; a valid cache another process installed meanwhile wins."""
-    try:
-        os.rename(build_dir, cache_dir)
-        return
-    except OSError:
-        pass
-    if check_cache(cache_dir, key) is None:
-        return  # someone else finished the same build first; ours is discarded
-    shutil.rmtree(cache_dir, ignore_errors=True)
-    try:
-        os.rename(build_dir, cache_dir)
-    except OSError as e:
-        raise SftlabError(f"cannot install preprocess cache at {cache_dir}: {e}") from e

@@ -180,3 +180,29 @@ def output_dir_lock(output_dir: Path, enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         f.close()
+
+
+def checkpoint_write_error(e: BaseException, run_dir: Path, step: int, model: Any) -> BaseException:
+    """A full disk while the Trainer writes checkpoint ``step``: a one-line :class:`SftlabError` naming the
+    checkpoint, the space it needs (the last complete checkpoint's size, else weights plus Adam state)
+    and the space free. The half-written directory has no completion marker, so the rerun (with space)
+    resumes from the last complete checkpoint and removes it. Any other error is returned as it is."""
+    from sftlab.prep.build_guard import disk_full_message, is_disk_full
+
+    # torch's zip writer says "unexpected pos" or "file write failed", not ENOSPC: read the free space.
+    if not is_disk_full(e) and not _low_on_space(run_dir):
+        return e
+    ckpt = layout.TrainDir(run_dir).checkpoint(step)
+    last = latest_checkpoint(run_dir)
+    if last is not None:
+        needed = sum(f.stat().st_size for f in last.rglob("*") if f.is_file())
+    else:
+        needed = 3 * sum(p.numel() * p.element_size() for p in model.parameters())
+    return SftlabError(disk_full_message("checkpoint", ckpt, written=0, needed=needed))
+
+
+def _low_on_space(path: Path, floor: int = 64 << 20) -> bool:
+    try:
+        return shutil.disk_usage(path).free < floor
+    except OSError:
+        return False

@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import enum
 import os
-import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,42 +32,10 @@ from sftlab.train.aliases import ALIAS_NAMES, resolve_aliases, without_replaced
 from sftlab.train.choices import LOSSES, PADDINGS
 from sftlab.train.tracking import validate_report_to
 from sftlab.train.typecheck import check_value
-
-
-def read_config_file(path: str | Path, what: str = "config") -> dict[str, Any]:
-    """The YAML mapping in ``path`` (safe loader), with clear errors for missing or malformed files.
-
-    ``what`` names the file in errors ("sweep config", "base training config", ...). Floats written
-    without a dot (``2e-5``, which YAML 1.1 reads as a string) come back as floats.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} file {p} does not exist")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{p}: not valid UTF-8 (undecodable byte at offset {e.start})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{what} file {p} is not valid YAML: {str(e).splitlines()[0]}") from e
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{what} file {p} must be a mapping of keys to values, got {type(raw).__name__}")
-    return fix_floats(raw)
-
-
-_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)$")
-
-
-def fix_floats(obj: Any) -> Any:
-    """YAML 1.1 reads ``1e-5`` (no dot) as a string; turn such strings back into floats."""
-    if isinstance(obj, dict):
-        return {k: fix_floats(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [fix_floats(v) for v in obj]
-    if isinstance(obj, str) and _FLOAT_RE.match(obj.strip()):
-        return float(obj)
-    return obj
+from sftlab.train.validate import check_strings, validate_loaded
+from sftlab.train.yaml_load import fix_floats as fix_floats
+from sftlab.train.yaml_load import load_yaml
+from sftlab.train.yaml_load import read_config_file as read_config_file
 
 
 def parse_value(raw: str) -> Any:
@@ -76,7 +43,7 @@ def parse_value(raw: str) -> Any:
     if raw == "":
         return ""
     try:
-        return fix_floats(yaml.safe_load(raw))
+        return fix_floats(load_yaml(raw))
     except yaml.YAMLError:
         return raw
 
@@ -235,6 +202,8 @@ class TrainConfig:
     dtype: str = "auto"
     attn_implementation: str | None = None
     trust_remote_code: bool = False
+    #: Message content holding special-token text (``<|im_end|>``): skip the conversation (counted) or keep it.
+    special_text: str = "skip"
     overwrite_output_dir: bool = False
     num_proc: int = 2
     #: Verifiable instruction augmentation (sftlab.augment.AugmentConfig's keys), in preprocessing; None: none.
@@ -306,7 +275,7 @@ def derive_gradient_accumulation(
     if total_batch_size % unit:
         lower = (total_batch_size // unit) * unit
         options = [str(x) for x in (lower, lower + unit) if x > 0]
-        divisors = [d for d in range(1, per_device + 1) if total_batch_size % (d * world_size) == 0]
+        divisors = [d for d in range(1, min(per_device, total_batch_size) + 1) if total_batch_size % (d * world_size) == 0]
         raise ConfigError(
             f"total_batch_size {total_batch_size} is not divisible by per_device_train_batch_size {per_device} x "
             f"world size {world_size} = {unit}; change total_batch_size to a multiple of {unit} "
@@ -332,6 +301,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     given = parse_overrides(overrides)
     raw = without_replaced(read_config_file(path), given) if path is not None else {}
     raw = resolve_aliases(merge(raw, given), known=set(valid_keys()) | set(RECORD_KEYS + PROCESS_KEYS))  # peers
+    check_strings(raw)  # NUL bytes, surrogates, huge strings: before any value is a path (train.validate)
     cfg, ta_kwargs = _split_keys(raw)
     _validate_train_config(cfg)
     if "group_by_length" in raw and ta_kwargs.get("train_sampling_strategy") not in (None, "random"):
@@ -343,6 +313,7 @@ def load_config(path: str | Path | None, overrides: list[str] | dict | None = No
     if not ta_kwargs.get("output_dir"):
         stem = Path(path).stem if path is not None else "sftlab"
         ta_kwargs["output_dir"] = str(Path("runs") / stem)
+    validate_loaded(cfg, ta_kwargs)  # value domains, output_dir, deepspeed (sftlab.train.validate)
     per_device = int(ta_kwargs.get("per_device_train_batch_size") or 8)
     ta_kwargs["per_device_train_batch_size"] = per_device
     ta_kwargs["gradient_accumulation_steps"] = derive_gradient_accumulation(
@@ -550,7 +521,7 @@ def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) 
     transformers.logging.set_verbosity_warning()
     try:
         args = transformers.TrainingArguments(**ta)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, OSError) as e:  # OSError: a config file it was pointed at (accelerator_config)
         raise ConfigError(f"invalid training arguments: {str(e).splitlines()[0]}") from e
     return Resolved(args=args, save_total_limit=save_limit, group_by_length=bool(group),
                     resume_from_checkpoint=resume, precision=prec["precision"], dtype=prec["dtype"],

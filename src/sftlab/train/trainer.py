@@ -26,7 +26,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from sftlab import layout
 from sftlab.prep.masking_parts import IGNORE_INDEX
-from sftlab.train.checkpoints import prune_checkpoints, write_marker
+from sftlab.train.checkpoints import checkpoint_write_error, prune_checkpoints, write_marker
 from sftlab.train.collate import length_grouped_indices
 from sftlab.train.loss import DEFAULT_CHUNK_SIZE, compute_loss_from_logits, make_compute_loss
 from sftlab.utils import append_jsonl
@@ -161,7 +161,11 @@ class SftlabTrainer(Trainer):
         (Path(output_dir or self.args.output_dir) / layout.TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        try:
+            super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as e:  # torch's writer reports ENOSPC as "unexpected pos"
+            raise checkpoint_write_error(e, Path(self._get_output_dir(trial=trial)), self.state.global_step,
+                                         model) from None
         tot = self.sft_totals()  # collective: every rank is here
         self.accelerator.wait_for_everyone()  # every rank's RNG state is on disk
         if self.args.should_save:
