@@ -82,8 +82,8 @@ REFUSED = [
     (["--output_dir", "/proc/sftlab"], "lies under /proc"),
     (["--output_dir", "/sys/sftlab"], "lies under /sys"),
     (["--output_dir", "o" * 300], "has a name component longer than 255 bytes"),
-    (["--deepspeed", str(REPO_ROOT / "configs" / "deepspeed_zero2.json")], "deepspeed package is not installed"),
-    (["--deepspeed", "/nonexistent/ds.json"], "config key 'deepspeed': /nonexistent/ds.json is not a file"),
+    (["--deepspeed", str(REPO_ROOT / "configs" / "deepspeed_zero2.json")], "needs the deepspeed package, which is not installed"),
+    (["--deepspeed", "/nonexistent/ds.json"], "deepspeed: /nonexistent/ds.json does not exist"),
 ]
 
 
