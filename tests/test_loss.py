@@ -504,6 +504,7 @@ DDP_WORKER = textwrap.dedent(
     import json, os, sys
     import torch, torch.distributed as dist
     from safetensors.torch import save_file
+    from sftlab.prep.masking_parts import IGNORE_INDEX
     from sftlab.train.loss import chunked_loss_for_model
 
     rank, world, store, out, cfg, batches, tests_dir = sys.argv[1:8]

@@ -148,6 +148,24 @@ def test_fsdp_without_cuda_is_ddp_with_a_note(capsys):
         assert "`fsdp: full_shard auto_wrap` not applied: without CUDA" in capsys.readouterr().err
 
 
+def test_an_fsdp_typo_is_refused_on_every_machine():
+    """The CPU fallback drops ``fsdp``; a value CUDA would refuse must not slip through it."""
+    with pytest.raises(ConfigError, match=r"fsdp: unknown option 'ful_shard'.*full_shard"):
+        resolve_aliases({"fsdp": "ful_shard auto_wrap"})
+    with pytest.raises(ConfigError, match=r"fsdp: 3: give true or FSDP options"):
+        resolve_aliases({"fsdp": 3})
+
+
+def test_a_saved_config_keeps_trainingarguments_defaults_that_peers_also_name():
+    """``debug: []`` and ``do_train`` are TrainingArguments fields in every sftlab_config.yaml; their
+    defaults are not Axolotl's debug switch or LLaMA-Factory's eval-only run."""
+    assert resolve_aliases({"debug": [], "do_train": True, "learning_rate": 1e-4}) == {"learning_rate": 1e-4}
+    with pytest.raises(ConfigError, match="debug"):
+        resolve_aliases({"debug": True})
+    with pytest.raises(ConfigError, match="do_train: false is not supported"):
+        resolve_aliases({"do_train": False})
+
+
 def test_a_finished_run_is_extended_only_by_more_steps_or_epochs(tmp_path):
     from types import SimpleNamespace
 

@@ -493,6 +493,7 @@ def resolve_training_arguments(cfg: TrainConfig, training_args: dict[str, Any]) 
         if k in prec:
             ta[k] = bool(ta.get(k)) or prec[k]
     ta["seed"] = int(ta.get("seed", 42))
+    ta["do_train"] = True  # what sftlab train does; the saved config says so (LLaMA-Factory refuses false)
     if ta.get("data_seed") is None:
         ta["data_seed"] = ta["seed"]
     save_limit = ta.get("save_total_limit")

@@ -86,7 +86,8 @@ for _k in ("flash_attn_cross_entropy", "flash_attn_rms_norm", "flash_attn_fuse_q
 P.noted("special_tokens", "pads carry no loss, so pad_token is accepted as is; other tokens are refused")
 P.refuse("tokens", "sftlab adds no tokens to the vocabulary")
 P.refuse("plugins", "sftlab has no plugins", off=(None, []))
-P.refuse("debug", "sftlab prints its preprocessing statistics on every run", off=(None, False))
+# "" and [] are TrainingArguments' own "no debug" (a saved sftlab_config.yaml holds that field).
+P.refuse("debug", "sftlab prints its preprocessing statistics on every run", off=(None, False, "", []))
 for _k in ("liger_rope", "liger_rms_norm", "liger_glu_activation", "liger_fused_linear_cross_entropy"):
     P.refuse(_k, "sftlab has no Liger kernels", off=(None, False))
 P.noted("save_safetensors", "sftlab always saves safetensors", check=lambda v: _only("save_safetensors", v, (None, True)))

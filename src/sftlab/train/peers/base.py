@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sftlab.errors import ConfigError
+from sftlab.errors import ConfigError, suggest
 from sftlab.prep.masking import STRATEGIES as MASKING_STRATEGIES
 
 
@@ -203,6 +203,23 @@ def check_deepspeed(value: Any) -> None:
                           "pip install -e .[deepspeed] on a CUDA machine, or drop deepspeed (DDP, or fsdp)")
 
 
+def check_fsdp(value: Any) -> None:
+    """``fsdp`` as TrainingArguments reads it: true, or FSDP options as one space-separated string or a list
+    (``full_shard auto_wrap``). Checked before the CPU fallback drops the key, so that a typo is refused on
+    every machine, not only where CUDA would have read it."""
+    from transformers.trainer_utils import FSDPOption
+
+    if value in (None, "", False, True, []):
+        return
+    words = value.split() if isinstance(value, str) else value
+    allowed = [o.value for o in FSDPOption]
+    if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+        raise ConfigError(f"fsdp: {show(value)}: give true or FSDP options ({', '.join(allowed)})")
+    bad = [w for w in words if w not in allowed]
+    if bad:
+        raise ConfigError(f"fsdp: unknown option '{bad[0]}'{suggest(bad[0], allowed)} (options: {', '.join(allowed)})")
+
+
 def fsdp_fallback(out: dict[str, Any]) -> None:
     """``fsdp`` / ``fsdp_config`` (Axolotl's keys, TrainingArguments fields) on a machine without CUDA:
     accelerate shards only on GPUs and would train plain DDP while the saved config said FSDP. sftlab says
@@ -210,6 +227,7 @@ def fsdp_fallback(out: dict[str, Any]) -> None:
     every process holding the whole model)."""
     if out.get("fsdp") in (None, "", False, []) and not out.get("fsdp_config"):
         return
+    check_fsdp(out.get("fsdp"))
     import torch
 
     if torch.cuda.is_available():
