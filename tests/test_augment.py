@@ -335,6 +335,37 @@ def test_decontamination_drops_a_planted_ifeval_prompt(real, ifeval_prompts, ife
     assert off.decontaminated == 0 and off.decontamination == "off"
 
 
+def test_decontamination_against_ifbench_drops_its_prompts_too(real, ifeval_file, ifbench_dir):
+    """``ifbench_data``: IFBench's prompts are decontaminated against beside IFEval's; without it they are not."""
+    ifbench_file = str(ifbench_dir / "IFBench_test.jsonl")
+    planted = json.loads((ifbench_dir / "IFBench_test.jsonl").read_text(encoding="utf-8").splitlines()[5])["prompt"]
+    convs = [real[0], [U("Please help.\n" + planted), _asst("Sure.")], real[1]]
+    records, stats = A.augment_conversations(convs, A.AugmentConfig(ifeval_data=ifeval_file, ifbench_data=ifbench_file))
+    assert stats.decontaminated == 1 and [r["id"] for r in records] == ["conv-0", "conv-2"]
+    assert stats.decontamination == "8-gram overlap with 541 IFEval and 300 IFBench prompts"
+    _, without = A.augment_conversations(convs, A.AugmentConfig(ifeval_data=ifeval_file))
+    assert without.decontaminated == 0 and without.decontamination == "8-gram overlap with 541 IFEval prompts"
+    # A config without the key keeps the cache key it had before the key existed; with it, another key.
+    assert "ifbench_data" not in A.AugmentConfig(ifeval_data=ifeval_file).to_dict()
+    assert A.AugmentConfig(ifbench_data=ifbench_file).cache_info()["ifbench_file"]
+
+
+def test_run_and_train_point_augmentation_at_the_ifbench_prompts_they_evaluate_on():
+    from sftlab.experiment.stages import EvalSettings, decontaminate_against
+    from sftlab.train.config import augment_decontaminated
+
+    assert augment_decontaminated(True, "ife.jsonl") == {"ifeval_data": "ife.jsonl"}
+    assert augment_decontaminated({"seed": 1}, "ife.jsonl", "ifb.jsonl") == {
+        "seed": 1, "ifeval_data": "ife.jsonl", "ifbench_data": "ifb.jsonl"}
+    assert augment_decontaminated({"ifbench_data": "mine.jsonl"}, "ife.jsonl", "ifb.jsonl")["ifbench_data"] == "mine.jsonl"
+    assert augment_decontaminated({"decontaminate": False}, "ife.jsonl", "ifb.jsonl") == {"decontaminate": False}
+    both = EvalSettings.from_dict({"ifeval_data": "ife.jsonl", "benchmarks": ["ifeval", "ifbench"],
+                                   "ifbench": {"data": "ifb.jsonl"}})
+    assert decontaminate_against({"augment": {"seed": 1}}, both)["augment"]["ifbench_data"] == "ifb.jsonl"
+    only = EvalSettings.from_dict({"ifeval_data": "ife.jsonl"})
+    assert "ifbench_data" not in decontaminate_against({"augment": {"seed": 1}}, only)["augment"]
+
+
 def test_holdout_types_never_appear(real):
     held = ["change_case", "startend:quotation", "no_comma"]
     cfg = A.AugmentConfig(holdout_types=held, seed=5)
@@ -505,7 +536,8 @@ def test_cli_writes_jsonl_and_stats_deterministically(cli, tmp_path, ifeval_file
     (("--type-weights", "transform"), "argument --type-weights: expected NAME=WEIGHT pairs"),
     (("--type-weights", "titel=2"), "unknown instruction type 'titel' in type_weights; did you mean 'title'?"),
     (("--max-instructions", "4"), "argument --max-instructions: invalid choice"),
-    (("--no-decontaminate",), "--no-decontaminate has no effect without --ifeval-data"),
+    (("--no-decontaminate",), "--no-decontaminate has no effect without --ifeval-data or --ifbench-data"),
+    (("--ifbench-data", "/nonexistent/ifbench.jsonl"), "IFBench input file not found"),
     (("--ifeval-data", "/nonexistent/ifeval.jsonl"), "IFEval input file not found"),
     (("--output", "aug.json"), "--output must be a .jsonl file"),
     (("--hygiene", "cutoff"), "unknown augment hygiene rule 'cutoff'; did you mean 'cut_off'?"),

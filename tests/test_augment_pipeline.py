@@ -61,6 +61,12 @@ def test_config_validates_the_augment_block(tiny_model_dir, sharegpt_file):
     for own in ({"ifeval_data": "other.jsonl"}, {"decontaminate": False}):
         cfg, _ = load_config(None, _train_cfg(tiny_model_dir, sharegpt_file, augment=own, eval=ev))
         assert cfg.augment["ifeval_data"] == own.get("ifeval_data")
+    # ... and against its IFBench inputs when eval.benchmarks names ifbench.
+    ev_both = {**ev, "benchmarks": ["ifeval", "ifbench"], "ifbench": {"data": "ifbench/IFBench_test.jsonl"}}
+    cfg, _ = load_config(None, _train_cfg(tiny_model_dir, sharegpt_file, augment={"seed": 1}, eval=ev_both))
+    assert cfg.augment["ifbench_data"] == "ifbench/IFBench_test.jsonl"
+    cfg, _ = load_config(None, _train_cfg(tiny_model_dir, sharegpt_file, augment={"seed": 1}, eval=ev))
+    assert cfg.augment.get("ifbench_data") is None
     cfg, _ = load_config(None, _train_cfg(tiny_model_dir, sharegpt_file, augment={"type_weights": {"transform": 3}}))
     assert cfg.augment["type_weights"] == {"transform": 3} and cfg.augment["ifeval_data"] is None
 

@@ -31,7 +31,9 @@ class AugmentConfig:
     (``transform``: the reply is rewritten; ``relabel``: the instruction is fitted to the reply as it
     is); weights of matching names multiply, unnamed types weigh 1. None draws uniformly.
     ``ngram``: decontamination n-gram length in words. ``decontaminate``: on by default; effective
-    whenever ``ifeval_data`` (or ``ifeval_prompts``) is given.
+    whenever ``ifeval_data`` (or ``ifeval_prompts``) is given. ``ifbench_data``: IFBench inputs (a file or
+    hub id) whose prompts are decontaminated against as well; ``sftlab run``/``sweep`` (and ``train`` on a
+    config whose ``eval.benchmarks`` names ifbench) set it to the IFBench prompts they evaluate on.
     ``replies``: ``dataset`` keeps the data's replies; ``model`` has the model being fine-tuned answer
     each single-turn prompt itself first (:mod:`sftlab.augment.replies`, self-distillation), with up to
     ``reply_max_new_tokens`` new tokens; the augmentation then works on those answers.
@@ -60,6 +62,7 @@ class AugmentConfig:
     ngram: int = 8
     decontaminate: bool = True
     ifeval_data: str | None = None
+    ifbench_data: str | None = None
     replies: str = "dataset"
     reply_max_new_tokens: int = 256
     strip_openers: bool = False
@@ -141,6 +144,8 @@ class AugmentConfig:
         info = self.to_dict()
         if self.ifeval_data and Path(self.ifeval_data).expanduser().is_file():
             info["ifeval_file"] = file_fingerprint(Path(self.ifeval_data).expanduser())
+        if self.decontaminate and self.ifbench_data and Path(self.ifbench_data).expanduser().is_file():
+            info["ifbench_file"] = file_fingerprint(Path(self.ifbench_data).expanduser())
         return info
 
     def active_types(self) -> list[str]:
@@ -192,7 +197,7 @@ REPLY_SOURCES = ("dataset", "model")
 """``replies``: keep the dataset's replies, or let the model answer the prompts itself (:mod:`sftlab.augment.replies`)."""
 
 NEW_SWITCH_DEFAULTS: dict[str, Any] = {"hygiene": [], "preserve_content": False, "phrasing": "v1",
-                                       "own_types": False, "binding": False}
+                                       "own_types": False, "binding": False, "ifbench_data": None}
 """Issue #24's switches and their defaults (off: the data of configs that predate them)."""
 
 

@@ -1,7 +1,7 @@
-"""Decontamination against IFEval: word n-gram overlap with its prompts.
+"""Decontamination against the benchmarks' prompts (IFEval, and IFBench when given): word n-gram overlap.
 
-Why: training on text that shares an ``ngram``-word sequence with an IFEval prompt would inflate
-the score it is evaluated with; conversations (and added instruction wording) that overlap are dropped.
+Why: training on text that shares an ``ngram``-word sequence with a prompt it is scored on would inflate
+that score; conversations (and added instruction wording) that overlap are dropped.
 """
 
 from __future__ import annotations
@@ -37,6 +37,12 @@ class Decontaminator:
 
 def load_ifeval_prompts(spec: str) -> list[str]:
     """The prompt texts of an IFEval inputs file (or hub id), for decontamination."""
-    from sftlab.eval.ifeval import load_ifeval_inputs
+    return load_benchmark_prompts("ifeval", spec)
 
-    return [inp["prompt"] for inp in load_ifeval_inputs(spec)]
+
+def load_benchmark_prompts(benchmark: str, spec: str) -> list[str]:
+    """The prompt texts of a benchmark's inputs file (or hub id), for decontamination."""
+    from sftlab.eval.inputs import load_inputs
+    from sftlab.eval.tasks import get_task
+
+    return [inp["prompt"] for inp in load_inputs(get_task(benchmark), spec)]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from sftlab.augment.catalogue import ALL_TYPES, conflicts
 from sftlab.augment.checkers import PREFIX, check_own
 from sftlab.augment.config import AugmentConfig
-from sftlab.augment.decontaminate import Decontaminator, load_ifeval_prompts
+from sftlab.augment.decontaminate import Decontaminator, load_benchmark_prompts, load_ifeval_prompts
 from sftlab.augment.entry import Entry, Job, Skip
 from sftlab.augment.hygiene import DUPLICATE_PROMPT, hygiene_reason, prompt_key
 from sftlab.augment.stats import (
@@ -138,6 +138,24 @@ def augment_one(messages: list[dict[str, str]], ids: list[str], rng: random.Rand
     return {"messages": new_messages, "augment": {"instruction_id_list": out_ids, "kwargs": out_kwargs}}
 
 
+def _decontaminator(cfg: AugmentConfig, ifeval_prompts: list[str] | None,
+                    stats: AugmentStats) -> Decontaminator | None:
+    """The n-gram index over the benchmarks' prompts (IFEval's, IFBench's when set); None when off or
+    without prompts. Says which in ``stats.decontamination``."""
+    if not cfg.decontaminate:
+        return None
+    if ifeval_prompts is None and cfg.ifeval_data:
+        ifeval_prompts = load_ifeval_prompts(cfg.ifeval_data)
+    ifbench_prompts = load_benchmark_prompts("ifbench", cfg.ifbench_data) if cfg.ifbench_data else []
+    if not ifeval_prompts and not ifbench_prompts:
+        stats.decontamination = "no IFEval prompts given"
+        return None
+    against = [f"{len(ifeval_prompts)} IFEval"] if ifeval_prompts else []
+    against += [f"{len(ifbench_prompts)} IFBench"] if ifbench_prompts else []
+    stats.decontamination = f"{cfg.ngram}-gram overlap with {' and '.join(against)} prompts"
+    return Decontaminator([*(ifeval_prompts or []), *ifbench_prompts], cfg.ngram)
+
+
 def augment_conversations(
     conversations: list[list[dict[str, str]]],
     cfg: AugmentConfig,
@@ -150,8 +168,8 @@ def augment_conversations(
 
     Each record is ``{"id", "messages"}`` for a plain conversation, plus ``"augment":
     {"instruction_id_list", "kwargs"}`` for an augmented one, in input order. Decontamination uses
-    ``ifeval_prompts`` when given, else the prompts of ``cfg.ifeval_data`` when set (and
-    ``cfg.decontaminate``). The output depends only on the inputs and ``cfg``.
+    ``ifeval_prompts`` when given, else the prompts of ``cfg.ifeval_data`` when set, and the prompts of
+    ``cfg.ifbench_data`` when set (with ``cfg.decontaminate``). The output depends only on the inputs and ``cfg``.
     """
     from sftlab.eval.ifeval import ensure_punkt
 
@@ -160,15 +178,7 @@ def augment_conversations(
     weights = cfg.draw_weights()
     conflict = conflicts()
     stats = AugmentStats(conversations_in=len(conversations))
-    decon = None
-    if cfg.decontaminate:
-        if ifeval_prompts is None and cfg.ifeval_data:
-            ifeval_prompts = load_ifeval_prompts(cfg.ifeval_data)
-        if ifeval_prompts:
-            decon = Decontaminator(ifeval_prompts, cfg.ngram)
-            stats.decontamination = f"{cfg.ngram}-gram overlap with {len(ifeval_prompts)} IFEval prompts"
-        else:
-            stats.decontamination = "no IFEval prompts given"
+    decon = _decontaminator(cfg, ifeval_prompts, stats)
     ids = ids if ids is not None else [f"conv-{i}" for i in range(len(conversations))]
     if len(ids) != len(conversations):
         raise ConfigError(f"{len(ids)} ids for {len(conversations)} conversations")

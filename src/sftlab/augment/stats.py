@@ -18,6 +18,13 @@ DROP_PARTNER = "another instruction of the example failed"
 DROP_OVERLAP = "instruction wording overlaps an IFEval prompt"
 
 
+def decontaminated_against(description: str | None) -> str:
+    """The benchmarks a ``decontamination`` description names (``8-gram overlap with 541 IFEval and 300
+    IFBench prompts`` -> ``IFEval and IFBench``); IFEval for records written before IFBench was added."""
+    names = [n for n in ("IFEval", "IFBench") if n in (description or "")]
+    return " and ".join(names or ["IFEval"])
+
+
 def describe_hygiene(counts: dict[str, int]) -> str:
     """``cut_off 12 (reply cut off mid-sentence), ...``: each rule's count with its reason, largest first."""
     from sftlab.augment.hygiene import REASONS

@@ -86,10 +86,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ifeval-data", default=A("ifeval_data"), metavar="FILE_OR_HUB_ID",
                    help="IFEval inputs for decontamination (e.g. ../shared/ifeval/input_data.jsonl): conversations "
                         "sharing an 8-word sequence with an IFEval prompt are dropped")
+    p.add_argument("--ifbench-data", default=A("ifbench_data"), metavar="FILE_OR_HUB_ID",
+                   help="IFBench inputs to decontaminate against as well (e.g. ../shared/ifbench/IFBench_test.jsonl)")
     p.add_argument("--ngram", type=int, default=A("ngram"), metavar="N",
                    help=f"decontamination n-gram length in words (default {A('ngram')})")
     p.add_argument("--no-decontaminate", action="store_true",
-                   help="keep conversations that overlap IFEval prompts (not recommended)")
+                   help="keep conversations that overlap IFEval (IFBench) prompts (not recommended)")
     p.add_argument("--strip-openers", action="store_true", default=A("strip_openers"),
                    help="remove chatty openings from the replies (\"Sure, here's ...:\", \"Certainly! I'd be happy "
                         "to help.\"): they restate the request, against its own constraints")
@@ -124,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from sftlab.augment import AugmentConfig, augment_conversations, load_ifeval_prompts, records_to_jsonl
+    from sftlab.augment.decontaminate import load_benchmark_prompts
     from sftlab.data import format_skips, load_conversations
     from sftlab.errors import ConfigError
     from sftlab.utils import atomic_write_json, atomic_write_text
@@ -131,14 +134,15 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix != ".jsonl":
         raise ConfigError(f"--output must be a .jsonl file, got '{args.output}'")
-    if args.no_decontaminate and args.ifeval_data is None:
-        raise ConfigError("--no-decontaminate has no effect without --ifeval-data; drop it")
+    if args.no_decontaminate and args.ifeval_data is None and args.ifbench_data is None:
+        raise ConfigError("--no-decontaminate has no effect without --ifeval-data or --ifbench-data; drop it")
     for flag, value in (("--reply-max-new-tokens", args.reply_max_new_tokens), ("--max-length", args.max_length)):
         if value is not None and not args.replies_from:
             raise ConfigError(f"{flag} has no effect without --replies-from; drop it")
     cfg = AugmentConfig(types=args.types, holdout_types=args.holdout_types, max_instructions=args.max_instructions,
                         ratio=args.ratio, type_weights=args.type_weights, seed=args.seed, ngram=args.ngram,
                         decontaminate=not args.no_decontaminate, ifeval_data=args.ifeval_data,
+                        ifbench_data=args.ifbench_data,
                         strip_openers=args.strip_openers, hygiene=args.hygiene,
                         preserve_content=args.preserve_content, phrasing=args.phrasing, own_types=args.own_types,
                         binding=args.binding, replies="model" if args.replies_from else "dataset",
@@ -150,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(args.replies_from)
     # IFEval inputs first: a bad --ifeval-data must fail before any reading or output.
     prompts = load_ifeval_prompts(args.ifeval_data) if args.ifeval_data and cfg.decontaminate else None
+    if args.ifbench_data and cfg.decontaminate:
+        load_benchmark_prompts("ifbench", args.ifbench_data)  # a bad --ifbench-data fails here too
     loaded = load_conversations(args.data, conversation_field=args.conversation_field, max_samples=args.max_samples,
                                 sample_seed=args.sample_seed, max_rounds=args.max_rounds)
     print(f"sftlab augment: read {loaded.stats['records_read']}, kept {loaded.stats['kept']}, "

@@ -352,14 +352,20 @@ def train_done(train_dir: Path) -> bool:
 
 
 def decontaminate_against(train_cfg: dict[str, Any], settings: EvalSettings) -> dict[str, Any]:
-    """Point an ``augment:`` block without ``ifeval_data`` at the experiment's own IFEval inputs.
+    """Point an ``augment:`` block without ``ifeval_data`` (``ifbench_data``) at the experiment's own
+    IFEval (IFBench) inputs.
 
     Why: the data must never hold text of the prompts it is scored on, so whenever an experiment
-    evaluates on IFEval, its augmentation is decontaminated against exactly those inputs (unless the
+    evaluates on a benchmark, its augmentation is decontaminated against exactly those inputs (unless the
     block turns decontamination off or names other inputs).
     """
     if "augment" in train_cfg:
-        train_cfg["augment"] = augment_decontaminated(train_cfg["augment"], settings.ifeval_data)
+        ifbench = None
+        if "ifbench" in settings.benchmarks:
+            from sftlab.eval.ifbench import IFBENCH_HUB_ID
+
+            ifbench = settings.selection("ifbench")["data"] or IFBENCH_HUB_ID
+        train_cfg["augment"] = augment_decontaminated(train_cfg["augment"], settings.ifeval_data, ifbench)
     return train_cfg
 
 

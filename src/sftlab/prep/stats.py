@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from sftlab.augment.stats import decontaminated_against
+
 
 def percentiles(values: list[int]) -> dict[str, float]:
     import numpy as np
@@ -45,7 +47,8 @@ def format_stats(stats: dict) -> str:
     aug = stats.get("augment")
     if aug:
         lines.append(f"augmented: {aug['augmented']} with verified instructions, {aug['plain']} plain, "
-                     f"{aug['decontaminated']} dropped by IFEval decontamination ({aug['decontamination']})"
+                     f"{aug['decontaminated']} dropped by {decontaminated_against(aug['decontamination'])} decontamination "
+                     f"({aug['decontamination']})"
                      + (f", {aug['openers_stripped']} chatty openings removed" if aug.get("openers_stripped") else "")
                      + (f"; kept for training: {aug['kept_augmented']} augmented, {aug['kept_plain']} plain"
                         if "kept_augmented" in aug else ""))

@@ -13,7 +13,7 @@ from typing import Any
 
 from sftlab.augment.checkers import PREFIX as OWN_PREFIX
 from sftlab.augment.hygiene import REASONS
-from sftlab.augment.stats import DROP_OVERLAP, describe_hygiene
+from sftlab.augment.stats import DROP_OVERLAP, decontaminated_against, describe_hygiene
 from sftlab.data import describe_data
 from sftlab.errors import SftlabError
 from sftlab.experiment.typesplit import TypeSplit, type_split
@@ -97,7 +97,8 @@ def _sizes_rows(rec: RunRecord, stats: dict[str, Any] | None) -> list[list[Any]]
         rows += [[f"turns dropped: {k}", _count(v)] for k, v in sorted((stats.get("dropped_turns") or {}).items())]
         aug = stats.get("augment")
         if isinstance(aug, dict) and aug.get("decontaminated"):
-            rows.append(["dropped by IFEval decontamination", _count(aug["decontaminated"])])
+            rows.append([f"dropped by {decontaminated_against(aug.get('decontamination'))} decontamination",
+                         _count(aug["decontaminated"])])
         if isinstance(aug, dict):
             rows += [[f"dropped by hygiene: {REASONS.get(k, k)}", _count(v)] for k, v in (aug.get("hygiene") or {}).items()]
     packed = " (packed sequences)" if rec.config.get("packing") else ""

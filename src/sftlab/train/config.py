@@ -367,21 +367,30 @@ def _decontaminate_against_eval(sft_kwargs: dict[str, Any]) -> None:
     """
     aug, ev = sft_kwargs.get("augment"), sft_kwargs.get("eval")
     if aug and isinstance(ev, dict) and ev.get("ifeval_data"):
-        sft_kwargs["augment"] = augment_decontaminated(aug, str(ev["ifeval_data"]))
+        ifbench = ev.get("ifbench") if isinstance(ev.get("ifbench"), dict) else {}
+        wants_ifbench = isinstance(ev.get("benchmarks"), list) and "ifbench" in ev["benchmarks"]
+        sft_kwargs["augment"] = augment_decontaminated(
+            aug, str(ev["ifeval_data"]), str(ifbench["data"]) if wants_ifbench and ifbench.get("data") else None)
 
 
-def augment_decontaminated(block: Any, ifeval_data: str) -> Any:
-    """An ``augment:`` block (``True`` or a mapping) pointed at ``ifeval_data`` for decontamination,
-    unless it turns decontamination off or names its own IFEval inputs; other values as they are.
+def augment_decontaminated(block: Any, ifeval_data: str, ifbench_data: str | None = None) -> Any:
+    """An ``augment:`` block (``True`` or a mapping) pointed at ``ifeval_data`` (and ``ifbench_data``,
+    when the experiment evaluates on IFBench) for decontamination, unless it turns decontamination off
+    or names its own inputs; other values as they are.
 
-    The one rule for ``sftlab train`` (the config's ``eval.ifeval_data``) and ``run``/``sweep`` (the
-    experiment's IFEval inputs, see :func:`sftlab.experiment.stages.decontaminate_against`).
+    The one rule for ``sftlab train`` (the config's ``eval.ifeval_data`` and ``eval.ifbench.data``) and
+    ``run``/``sweep`` (the experiment's inputs, see :func:`sftlab.experiment.stages.decontaminate_against`).
     """
     if block is True:
-        return {"ifeval_data": ifeval_data}
-    if isinstance(block, dict) and block.get("decontaminate", True) and not block.get("ifeval_data"):
-        return {**block, "ifeval_data": ifeval_data}
-    return block
+        block = {}
+    if not isinstance(block, dict) or not block.get("decontaminate", True):
+        return block
+    out = dict(block)
+    if not out.get("ifeval_data"):
+        out["ifeval_data"] = ifeval_data
+    if ifbench_data and not out.get("ifbench_data"):
+        out["ifbench_data"] = ifbench_data
+    return out
 
 
 def _validate_train_config(cfg: TrainConfig) -> None:
