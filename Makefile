@@ -8,11 +8,15 @@ export NLTK_DATA ?= $(abspath ../shared/nltk_data)
 setup:
 	@bash scripts/setup.sh
 
+# Two pytest workers (pytest-xdist), one thread each, whole files per worker (module fixtures are built
+# once): most tests wait on a CLI subprocess, so a second worker roughly halves the suite on 2 cores.
+# TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: setup
-	.venv/bin/python -m pytest -q
+	.venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
-	.venv/bin/python -m pytest -q -m "not integration"
+	.venv/bin/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not integration"
 
 demo: setup
 	.venv/bin/sftlab run configs/cpu-demo.yaml

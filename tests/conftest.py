@@ -28,6 +28,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("NLTK_DATA", str(NLTK_DIR))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_DISABLED", "true")
+# Under pytest-xdist (`make test`: two workers) each worker and the CLI processes it starts compute on one
+# thread: two workers of two threads each on two cores slow each other many times over. Set before any
+# test module imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 
 def _require(path: Path) -> Path:
